@@ -1,0 +1,62 @@
+"""The ``tpv`` command: batch work on the prompt store for people at a terminal.
+
+Each command group lives in its own module with a ``register(subparsers)`` function; ``main`` wires
+them up. Errors a user can act on are printed as one line (``tpv: error: ...``) with exit code 2, never
+as a traceback (``TPV_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+GROUPS = ("store", "models", "tasks", "train", "evaluate", "analysis", "experiment")
+
+
+class CLIError(Exception):
+    """An error with a message meant for the person at the terminal."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tpv_core import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tpv",
+        description="Task Prompt Vectors workbench: tune, store, compare and combine soft prompts.",
+    )
+    parser.add_argument("--version", action="version", version=f"tpv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for group in GROUPS:
+        try:
+            module = importlib.import_module(f"tpv_core.cli.{group}_cmd")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"tpv_core.cli.{group}_cmd":
+                continue  # group not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("tpv: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as exc:
+        if os.environ.get("TPV_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"tpv: error: {msg}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""``tpv store``: list the prompt library, export prompts or combinations as PEFT adapters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tpv_core.cli.common import print_table
+from tpv_core.store import PromptStore, export_soft_prompt
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("store", help="the prompt library on disk")
+    s = p.add_subparsers(dest="store_command", metavar="ACTION")
+    s.required = True
+
+    ls = s.add_parser("list", help="list the prompts under a store root")
+    ls.add_argument("root", help="store root folder, e.g. data/zoo")
+    ls.add_argument("--backbone")
+    ls.add_argument("--task")
+    ls.add_argument("--origin", help="origin id or seed")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    ls.set_defaults(func=cmd_list)
+
+    ex = s.add_parser("export", help="export a stored prompt as a PEFT prompt-tuning adapter directory")
+    ex.add_argument("root")
+    ex.add_argument("--backbone", required=True)
+    ex.add_argument("--task", required=True)
+    ex.add_argument("--origin", required=True, help="origin id (see `tpv store list`) or seed")
+    ex.add_argument("--out", required=True, help="adapter directory to write")
+    ex.add_argument("--family", default=None, help="decoder | seq2seq | encoder (default: from the backbone)")
+    ex.set_defaults(func=cmd_export)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = PromptStore(args.root)
+    errors: list[str] = []
+    df = store.index(args.backbone, args.task, args.origin, errors=errors)
+    if args.json:
+        print(json.dumps({"root": str(store.root), "prompts": df.drop(columns=["path"]).to_dict("records"),
+                          "errors": errors}, default=str))
+        return 0
+    if not Path(args.root).is_dir():
+        print(f"no prompts: {args.root} does not exist yet (train some with `tpv train`)")
+        return 0
+    if df.empty:
+        print(f"no prompts in {args.root}" + (" matching the filters" if (args.backbone or args.task or args.origin) else ""))
+    else:
+        cols = ["backbone", "task", "origin", "steps"] + [c for c in df.columns if c.startswith("metric_")]
+        print_table(df[cols])
+        print(f"{len(df)} prompt(s) in {args.root}")
+    for err in errors:
+        print(f"skipped: {err}")
+    return 0
+
+
+def resolve_origin_id(store: PromptStore, backbone: str, task: str, origin: str) -> str:
+    df = store.index(backbone, task, origin)
+    if df.empty:
+        raise FileNotFoundError(f"no stored prompt for backbone={backbone} task={task} origin={origin} in {store.root}")
+    return str(df["origin"].iloc[0])
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = PromptStore(args.root)
+    origin_id = resolve_origin_id(store, args.backbone, args.task, args.origin)
+    prompt = store.load(args.backbone, args.task, origin_id)
+    family = args.family or prompt.metadata.get("backbone_family") or "decoder"
+    out = export_soft_prompt(prompt, args.out, family=family)
+    print(f"wrote PEFT adapter {out} ({prompt.length} x {prompt.dim}, task {prompt.task}, origin {origin_id})")
+    return 0
