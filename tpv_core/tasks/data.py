@@ -1,0 +1,352 @@
+"""Loading task data: bundled JSONL subsets, the Hugging Face hub, custom tasks; k-shot sampling.
+
+Sources (``load_split(..., source=...)``):
+
+* ``"bundled"``: ``<data>/<folder>/<split>.jsonl`` where ``<data>`` is ``<repo>/data/tasks``
+  (the repo holds ``tpv_core/`` and ``data/`` side by side). ``TPV_DATA_DIR`` overrides it: it may
+  point at the folder of task folders or at a folder containing ``tasks/``.
+* ``"hub"``: ``datasets.load_dataset(hub_id, hub_config)`` split like the paper (the ATTEMPT/MPT
+  convention): rows with label -1 (or missing) are dropped; the evaluation source is the hub's
+  ``validation`` split (``test`` when there is none; MNLI: ``validation_matched``). If the train
+  split has fewer than 10,000 rows, the evaluation source is shuffled (``random.Random(42)``) and
+  halved into validation / test; otherwise 1,000 training rows (seeded) are held out as validation
+  and the evaluation source is the test set.
+* ``"auto"`` (default): bundled when the task has a bundled folder (custom tasks: their own
+  files), else hub. Predictable: it never goes online for a task that ships data.
+
+Every returned row is a dict of the original fields plus ``"label"`` (an int; STS-B keeps its float
+score). Offline with no local data raises `DataUnavailableError` naming the hub id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from tpv_core.tasks.spec import SPLITS, TaskSpec
+
+HUB_SMALL_TRAIN = 10_000
+HUB_HELD_OUT = 1_000
+HUB_SEED = 42
+SOURCES = ("auto", "bundled", "hub")
+
+
+class DataUnavailableError(RuntimeError):
+    """The requested split cannot be loaded here (offline, no bundled copy, missing files)."""
+
+
+def _as_task(task: TaskSpec | str) -> TaskSpec:
+    if isinstance(task, TaskSpec):
+        return task
+    from tpv_core.tasks.registry import get_task
+
+    return get_task(task)
+
+
+def data_root() -> Path:
+    """Folder holding the bundled task folders (``TPV_DATA_DIR`` overrides)."""
+    env = os.environ.get("TPV_DATA_DIR")
+    if env:
+        p = Path(env).expanduser()
+        return p / "tasks" if (p / "tasks").is_dir() else p
+    return Path(__file__).resolve().parents[2] / "data" / "tasks"
+
+
+def bundled_path(task: TaskSpec | str, split: str) -> Path | None:
+    task = _as_task(task)
+    if task.data_dir:
+        return Path(task.data_dir) / f"{split}.jsonl"
+    if task.bundled:
+        return data_root() / task.bundled / f"{split}.jsonl"
+    return None
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataUnavailableError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataUnavailableError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _normalise(task: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    if task.regression:
+        out["label"] = float(task.raw_label(row))
+    else:
+        out["label"] = task.label_of(row)
+    if task.label_field != "label":
+        out[task.label_field] = out["label"]
+    return out
+
+
+def _check(split: str, source: str, limit: int | None) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+
+
+def has_local_data(task: TaskSpec) -> bool:
+    return bool(task.data_dir or task.bundled or task.source_path)
+
+
+def load_split(task: TaskSpec | str, split: str, source: str = "auto", limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of one split: original fields plus ``"label"`` (int; float for regression)."""
+    task = _as_task(task)
+    _check(split, source, limit)
+    if source == "hub" or (source == "auto" and not has_local_data(task)):
+        return load_hub_split(task, split, limit=limit)
+    if task.source_path and not task.data_dir:
+        from tpv_core.tasks.custom import split_custom_source
+
+        rows = split_custom_source(task)[split]
+        return rows[:limit] if limit is not None else rows
+    path = bundled_path(task, split)
+    if path is None:
+        raise DataUnavailableError(
+            f"task {task.name!r} has no bundled data; use source='hub' (hub id {task.hub_id!r})"
+        )
+    if not path.is_file():
+        where = "its store folder" if task.data_dir else f"{data_root()} (set TPV_DATA_DIR to another copy)"
+        raise DataUnavailableError(f"task {task.name!r}: missing data file {path}; looked in {where}")
+    return [_normalise(task, r) for r in read_jsonl(path, limit)]
+
+
+# ---------------------------------------------------------------------------------------- hub
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_name(task: TaskSpec) -> str:
+    return task.hub_id + (f" ({task.hub_config})" if task.hub_config else "") if task.hub_id else "none"
+
+
+def load_hub_dataset(task: TaskSpec) -> Any:
+    """``datasets.load_dataset(hub_id, hub_config)``, with errors a user can act on."""
+    if not task.hub_id:
+        raise DataUnavailableError(f"task {task.name!r} has no hub source and no local data")
+    try:
+        import datasets
+    except ImportError:
+        raise DataUnavailableError(
+            f"loading {_hub_name(task)} from the hub needs the 'datasets' package: pip install datasets"
+        ) from None
+    args = (task.hub_id, task.hub_config) if task.hub_config else (task.hub_id,)
+    try:
+        return datasets.load_dataset(*args)
+    except Exception as e:  # network, auth, missing cache: all mean "not available here"
+        hint = ("you are offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and it is not cached: "
+                "go online (unset them)" if _offline() else "check the network connection and the hub id")
+        raise DataUnavailableError(
+            f"task {task.name!r}: cannot load {_hub_name(task)} from the Hugging Face hub; {hint}"
+            + (", or use the bundled subset (source='bundled')" if task.bundled else "")
+            + f". ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+
+
+def _column(ds: Any, col: str) -> list[Any]:
+    try:
+        return list(ds[col])
+    except (KeyError, TypeError, IndexError):
+        return [r.get(col) for r in ds]
+
+
+def _take(ds: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
+    if hasattr(ds, "select") and hasattr(ds, "to_list"):
+        return ds.select(list(indices)).to_list()
+    return [dict(ds[i]) for i in indices]
+
+
+def _hub_label(task: TaskSpec, v: Any) -> float | int | None:
+    if v is None:
+        return None
+    if task.hub_label_map and isinstance(v, str):
+        return dict(task.hub_label_map).get(v)
+    if task.regression:
+        return float(v)
+    if isinstance(v, str):
+        if v in task.label_names:
+            return task.label_names.index(v)
+        try:
+            v = int(v)
+        except ValueError:
+            return None
+    i = int(v)
+    return i if 0 <= i < task.num_labels else None
+
+
+def _split_names(dd: Any) -> list[str]:
+    return list(dd.keys())
+
+
+def hub_split_plan(task: TaskSpec, dd: Any, seed: int = HUB_SEED) -> dict[str, tuple[str, list[int]]]:
+    """For each of train/validation/test: (hub split name, row indices), by the paper's rule."""
+    names = _split_names(dd)
+    label_col = task.hub_label_field or task.label_field
+    if task.hub_train_split not in names:
+        raise DataUnavailableError(f"{_hub_name(task)} has no {task.hub_train_split!r} split (has {names})")
+
+    def valid(split: str) -> list[int]:
+        return [i for i, v in enumerate(_column(dd[split], label_col)) if _hub_label(task, v) is not None]
+
+    train_idx = valid(task.hub_train_split)
+    candidates = [task.hub_eval_split] if task.hub_eval_split else ["validation", "test"]
+    eval_name, eval_idx = None, []
+    for c in candidates:
+        if c in names:
+            eval_idx = valid(c)
+            if eval_idx:
+                eval_name = c
+                break
+    if eval_name is None:
+        raise DataUnavailableError(f"{_hub_name(task)}: no labelled evaluation split among {candidates} (has {names})")
+    rng = random.Random(seed)
+    tr = task.hub_train_split
+    if len(train_idx) < HUB_SMALL_TRAIN:
+        shuffled = list(eval_idx)
+        rng.shuffle(shuffled)
+        half = len(shuffled) // 2
+        return {"train": (tr, train_idx), "validation": (eval_name, sorted(shuffled[:half])),
+                "test": (eval_name, sorted(shuffled[half:]))}
+    shuffled = list(train_idx)
+    rng.shuffle(shuffled)
+    return {"train": (tr, sorted(shuffled[HUB_HELD_OUT:])), "validation": (tr, sorted(shuffled[:HUB_HELD_OUT])),
+            "test": (eval_name, eval_idx)}
+
+
+def load_hub_split(task: TaskSpec | str, split: str, limit: int | None = None) -> list[dict[str, Any]]:
+    task = _as_task(task)
+    _check(split, "hub", limit)
+    dd = load_hub_dataset(task)
+    hub_split, indices = hub_split_plan(task, dd)[split]
+    if limit is not None:
+        indices = indices[:limit]
+    label_col = task.hub_label_field or task.label_field
+    rows = []
+    for r in _take(dd[hub_split], indices):
+        r = dict(r)
+        lab = _hub_label(task, r.get(label_col))
+        r["label"] = lab
+        if task.label_field != "label":
+            r[task.label_field] = lab
+        rows.append(r)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- info
+def split_sizes(task: TaskSpec | str) -> dict[str, int | None]:
+    """Row counts of the local splits (None where no local file exists)."""
+    task = _as_task(task)
+    if task.source_path and not task.data_dir:
+        try:
+            from tpv_core.tasks.custom import split_custom_source
+
+            parts = split_custom_source(task)
+            return {s: len(parts[s]) for s in SPLITS}
+        except Exception:
+            return {s: None for s in SPLITS}
+    out: dict[str, int | None] = {}
+    for s in SPLITS:
+        p = bundled_path(task, s)
+        out[s] = _count_lines(p) if p is not None and p.is_file() else None
+    return out
+
+
+def split_info(task: TaskSpec | str) -> dict[str, Any]:
+    """Row counts, source and provenance caveats of a task's splits, for reports."""
+    task = _as_task(task)
+    sizes = split_sizes(task)
+    n_test = sizes.get("test")
+    local = any(v is not None for v in sizes.values())
+    info: dict[str, Any] = {
+        "task": task.name,
+        "title": task.title,
+        "paper": task.paper,
+        "source": "custom" if task.custom else ("bundled" if local else "hub"),
+        "rows": sizes,
+        "hub": _hub_name(task),
+        "hub_rule": (f"hub: label -1 dropped; train < {HUB_SMALL_TRAIN:,} rows -> the validation split "
+                     f"halved into validation/test, else {HUB_HELD_OUT:,} train rows held out as validation "
+                     "and the validation (or test) split as test"),
+        "caveats": list(task.caveats),
+    }
+    if n_test:
+        # standard error of an accuracy near 50%, in points
+        info["test_se_points"] = round(100 * math.sqrt(0.25 / n_test), 1)
+        info["small_test"] = n_test < 300
+    if not local:
+        info["caveats"] = info["caveats"] + ["no local data: loaded from the hub (needs network)"]
+    return info
+
+
+# ---------------------------------------------------------------------------------------- k-shot
+def _stratum(task: TaskSpec, row: Mapping[str, Any]) -> int:
+    if task.regression:
+        return int(math.floor(float(task.raw_label(row))))
+    return task.label_of(row)
+
+
+def k_shot(rows: Sequence[Mapping[str, Any]], k: int, seed: int, task: TaskSpec | str) -> list[dict[str, Any]]:
+    """``k`` rows in total, stratified by label, spread as evenly as possible over the classes.
+
+    Every class gets ``k // C`` rows; the ``k % C`` extra rows go to classes drawn with
+    ``random.Random(seed)``. Classes are all the task's labels (regression: the integer parts of
+    the scores present in ``rows``). Deterministic for a given seed and row order; the result is
+    shuffled with the same generator. Raises ValueError when ``k`` exceeds the rows or a class has
+    too few rows.
+    """
+    task = _as_task(task)
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    if k > len(rows):
+        raise ValueError(f"k={k} exceeds the {len(rows)} rows available for task {task.name!r}")
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_class[_stratum(task, r)].append(i)
+    classes = sorted(by_class) if task.regression else list(range(task.num_labels))
+    rng = random.Random(seed)
+    base, extra = divmod(k, len(classes))
+    quota = {c: base for c in classes}
+    for c in rng.sample(classes, extra):
+        quota[c] += 1
+    short = [c for c in classes if len(by_class.get(c, ())) < quota[c]]
+    if short:
+        def name(c: int) -> str:
+            return f"score {c}..{c + 1}" if task.regression else repr(task.label_names[c])
+
+        detail = ", ".join(f"{name(c)} has {len(by_class.get(c, ()))} rows, needs {quota[c]}" for c in short)
+        raise ValueError(f"k-shot k={k} for task {task.name!r}: too few rows per class ({detail})")
+    chosen: list[int] = []
+    for c in classes:
+        chosen += rng.sample(by_class.get(c, []), quota[c])
+    rng.shuffle(chosen)
+    return [dict(rows[i]) for i in chosen]
+
+
+def iter_texts(task: TaskSpec, rows: Iterable[Mapping[str, Any]], family: str) -> list[str]:
+    """Formatted inputs of ``rows`` for a backbone family."""
+    return [task.format(r, family) for r in rows]
