@@ -18,3 +18,44 @@ def print_table(df: pd.DataFrame, floatfmt: str = "{:.4f}") -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def add_backbone_args(p, required: bool = True) -> None:
+    p.add_argument("--backbone", required=required, help="model name (see `tpv models list`) or hub id or folder")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="frozen model compute precision (auto: bf16 where the CPU/GPU supports it)")
+
+
+def load_backbone_for_cli(args):
+    """Load the backbone named on the command line, telling the user what happens (first-time conversions)."""
+    import sys
+
+    from tpv_core.backbones import load_backbone
+
+    def notify(msg: str) -> None:
+        print(f"[{args.backbone}] {msg}", file=sys.stderr, flush=True)
+
+    return load_backbone(args.backbone, device=args.device, precision=args.precision, notify=notify)
+
+
+def parse_seeds(values) -> list[int]:
+    """Seeds from `--origin 0 1 2` or `--origin 0-2`."""
+    seeds: list[int] = []
+    for v in values or []:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                seeds.extend(range(int(a), int(b) + 1))
+            else:
+                seeds.append(int(part))
+    return seeds
+
+
+def progress_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True)

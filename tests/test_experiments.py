@@ -1,0 +1,45 @@
+import pandas as pd
+
+from tpv_core.experiments.addition import run_addition
+from tpv_core.experiments.common import mean_ci
+from tpv_core.experiments.cross_origin import run_cross_origin
+from tpv_core.experiments.fewshot import run_fewshot
+from tpv_core.training import TrainConfig
+
+TASKS = ["sentences_yelp", "sentences_imdb"]
+
+
+def test_mean_ci():
+    r = mean_ci([1.0, 2.0, 3.0])
+    assert r["mean"] == 2.0 and r["n"] == 3 and r["ci_low"] < 2.0 < r["ci_high"]
+    assert mean_ci([5.0])["ci_low"] == 5.0
+
+
+def test_cross_origin_end_to_end(minilm, tiny_store, tmp_path):
+    res = run_cross_origin(minilm, tiny_store, TASKS, tmp_path, limit=16)
+    assert len(res.runs) == 2 * 2 * 2  # tasks x origin pairs
+    assert set(res.summary["kind"]) == {"original", "mixed"}
+    assert (tmp_path / "cross_origin_runs.csv").exists() and (tmp_path / "cross_origin_summary.csv").exists()
+    assert (tmp_path / "cross_origin.html").exists()
+    again = run_cross_origin(minilm, tiny_store, TASKS, tmp_path, limit=16)  # resumes: nothing new to run
+    pd.testing.assert_frame_equal(again.runs, res.runs)
+
+
+def test_addition_end_to_end(minilm, tiny_store, tmp_path):
+    res = run_addition(minilm, tiny_store, TASKS, tmp_path, grid=[0.0, 0.5, 1.0], val_limit=16, limit=16)
+    assert len(res.runs) == 2 * 2  # one pair x 2 origins x 2 tasks
+    assert set(res.runs["lambda"]) <= {0.0, 0.5, 1.0}
+    assert (res.runs["relative"] - res.runs["combined"] / res.runs["single"]).abs().max() < 1e-9
+    assert (tmp_path / "addition_summary.csv").exists()
+
+
+def test_fewshot_end_to_end(minilm, tiny_store, tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, eval_limit=8)
+    res = run_fewshot(minilm, tiny_store, "sentences_amazon", TASKS, tmp_path, ks=[0, 4], config=cfg, limit=16)
+    inits = set(res.runs["init"])
+    assert inits == {"random", "spot:sentences_yelp", "spot:sentences_imdb", "multitask", "tpv"}
+    assert len(res.runs) == len(inits) * 2 * 2  # inits x k x origins
+    assert set(res.summary.columns) >= {"target", "k", "init", "mean", "std", "n", "ci_low", "ci_high"}
+    assert (res.runs.loc[res.runs["k"] == 0, "steps"] == 0).all()
+    assert tiny_store.exists(minilm.name, "sentences_yelp+sentences_imdb", "vocab5000-s0-L4")
+    assert (tmp_path / "fewshot_runs.csv").exists() and (tmp_path / "fewshot_summary.csv").exists()

@@ -1,0 +1,133 @@
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tpv_core.evaluation import evaluate, iter_evaluate, prepare_split
+from tpv_core.prompts import make_origin
+from tpv_core.tasks import get_task, load_split
+from tpv_core.training import TrainConfig, tune_prompt
+
+TASK = "sentences_yelp"
+
+
+def small_cfg(**kw):
+    base = dict(steps=8, batch_size=8, eval_every=4, eval_limit=16, lr=0.05)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_learns_and_touches_only_the_prompt(minilm):
+    task = get_task(TASK)
+    origin = make_origin(minilm, seed=0, length=8)
+    before = {k: v.clone() for k, v in minilm.model.state_dict().items()} if hasattr(minilm, "model") else None
+    res = tune_prompt(minilm, task, origin, TrainConfig(steps=40, batch_size=16, eval_every=40, eval_limit=64, lr=0.05))
+    losses = res.history["loss"].dropna().tolist()
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10  # the training loss goes down
+    assert not torch.equal(res.prompt.tensor, origin.tensor)
+    assert res.prompt.task == TASK and res.prompt.metadata["steps"] == 40
+    assert res.prompt.metadata["training"]["lr"] == 0.05
+    if before is not None:
+        after = minilm.model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_deterministic_for_a_seed(minilm):
+    task = get_task(TASK)
+    origin = make_origin(minilm, seed=1, length=4)
+    a = tune_prompt(minilm, task, origin, small_cfg()).prompt.tensor
+    b = tune_prompt(minilm, task, origin, small_cfg()).prompt.tensor
+    c = tune_prompt(minilm, task, origin, small_cfg(data_seed=5)).prompt.tensor
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_cancel_and_resume(minilm):
+    task = get_task(TASK)
+    origin = make_origin(minilm, seed=2, length=4)
+    seen = []
+    res = tune_prompt(minilm, task, origin, small_cfg(eval_every=None), progress=lambda p: seen.append(p.step),
+                      cancel=lambda: len(seen) >= 3)
+    assert res.cancelled and res.prompt.metadata["steps"] == 3 and seen == [1, 2, 3]
+    more = tune_prompt(minilm, task, origin, small_cfg(), resume=res.prompt)
+    assert more.prompt.metadata["steps"] == 8 and more.history["step"].min() == 4
+
+
+def test_k_shot_and_multitask(minilm):
+    a, b = get_task("sentences_yelp"), get_task("sentences_imdb")
+    origin = make_origin(minilm, seed=0, length=4)
+    res = tune_prompt(minilm, a, origin, small_cfg(k_shot=6, steps=2, eval_every=None))
+    assert res.prompt.metadata["training"]["train_rows"] == 6
+    multi = tune_prompt(minilm, [a, b], origin, small_cfg(steps=4))
+    assert multi.prompt.task == "sentences_yelp+sentences_imdb"
+    with pytest.raises(ValueError, match="k"):
+        tune_prompt(minilm, a, origin, small_cfg(k_shot=100000))
+
+
+def test_origin_checks(minilm):
+    task = get_task(TASK)
+    bad = make_origin(embeddings=torch.randn(6000, 8), backbone_name=minilm.name, length=4)
+    with pytest.raises(ValueError, match="width"):
+        tune_prompt(minilm, task, bad, small_cfg())
+    other = make_origin(embeddings=torch.randn(6000, minilm.dim), backbone_name="other", length=4)
+    with pytest.raises(ValueError, match="backbone"):
+        tune_prompt(minilm, task, other, small_cfg())
+
+
+def test_iter_evaluate_running_estimate(minilm):
+    task = get_task(TASK)
+    origin = make_origin(minilm, seed=0, length=4)
+    prepared = prepare_split(minilm, task, "validation", limit=40)
+    results = list(iter_evaluate(minilm, task, origin.tensor, prepared, batch_size=16))
+    assert [r.n for r in results] == [16, 32, 40] and [r.partial for r in results] == [True, True, False]
+    final = results[-1]
+    assert set(final.metrics) >= {"accuracy", "f1"} and 0 <= final.metrics["accuracy"] <= 1
+    # the reported accuracy is the argmax of the backbone's label scores
+    batch = minilm.collate(prepared.ids)
+    with torch.no_grad():
+        pred = minilm.label_scores(batch, origin.tensor, task.label_set()).argmax(-1)
+    acc = (pred == torch.tensor(prepared.targets)).float().mean().item()
+    assert final.metrics["accuracy"] == pytest.approx(acc, abs=1e-6)
+    none = evaluate(minilm, task, None, prepared)
+    assert none.n == 40
+    with pytest.raises(ValueError, match="cannot generate"):
+        evaluate(minilm, task, None, prepared, method="generate")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from tpv_core.backbones import load_backbone
+
+    bb = load_backbone("minilm-l6", device="cpu", precision="fp32")
+    origin = make_origin(bb, seed=0, length=4)
+    res = tune_prompt(bb, get_task(TASK), origin, TrainConfig(steps=4, batch_size=4, eval_every=None, lr=0.05))
+    if rank == 0:
+        out.put(res.prompt.tensor)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_data_parallel_matches_doubled_batch(minilm_fp32):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    ddp = q.get(timeout=240)
+    for p in procs:
+        p.join(timeout=60)
+    origin = make_origin(minilm_fp32, seed=0, length=4)
+    single = tune_prompt(minilm_fp32, get_task(TASK), origin,
+                         TrainConfig(steps=4, batch_size=8, eval_every=None, lr=0.05)).prompt.tensor
+    assert torch.allclose(ddp, single, atol=1e-4), (ddp - single).abs().max()

@@ -1,0 +1,238 @@
+"""``tpv similarity`` and ``tpv project``: look at stored task prompt vectors from the terminal.
+
+``tpv similarity ROOT`` prints the task x task cosine matrix (mean over origin pairs) per backbone and
+definition, the correlation of task geometry between backbones, and writes the tidy tables and heatmaps.
+``tpv project ROOT`` writes a 2-D UMAP (or PCA) projection as CSV + HTML (+ PNG where Chromium is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tpv_core.cli.common import print_table
+
+FIG_FORMATS = ("html", "png", "svg")
+ALL_FORMATS = ("csv", *FIG_FORMATS)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("similarity", help="cosine similarity of task prompt vectors across tasks, origins, backbones",
+                       description="Cosine similarity of stored task prompt vectors (tau = P - P0) or prompts, "
+                                   "aggregated per task pair over origins; with several backbones also the "
+                                   "correlation of their task geometry (Mantel test).")
+    s.add_argument("root", help="store root folder, e.g. data/zoo")
+    s.add_argument("--backbone", nargs="+", default=None, help="only these backbones (default: all)")
+    s.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: all)")
+    s.add_argument("--definition", default="flat", choices=["flat", "token-mean", "both"],
+                   help="flat: cosine of the flattened L x d tensors; token-mean: cosine of the mean over the "
+                        "L rows (default: flat)")
+    s.add_argument("--of", dest="of", default="vectors", choices=["vectors", "prompts"],
+                   help="compare task prompt vectors tau = P - P0 (default) or the prompts P")
+    s.add_argument("--same-origin", default="exclude", choices=["exclude", "include", "only"],
+                   help="pairs from the same origin: exclude (default), include, or only those")
+    s.add_argument("--per-origin", action="store_true", help="also print/write the item x item (task/origin) matrix")
+    s.add_argument("--permutations", type=int, default=1000, help="Mantel permutations for the geometry p-value")
+    s.add_argument("--out", default=None, help="folder for the CSV tables and heatmaps")
+    s.add_argument("--format", default="csv,html", help="comma-separated: csv, html, png, svg (default csv,html)")
+    s.set_defaults(func=cmd_similarity)
+
+    p = sub.add_parser("project", help="2-D UMAP or PCA projection of task prompt vectors",
+                       description="Project stored task prompt vectors (flattened) to 2-D, one projection per "
+                                   "backbone. UMAP uses the cosine metric and a fixed seed; tiny sets fall back "
+                                   "to PCA.")
+    p.add_argument("root", help="store root folder, e.g. data/zoo")
+    p.add_argument("--method", default="umap", choices=["umap", "pca"])
+    p.add_argument("--backbone", nargs="+", default=None)
+    p.add_argument("--tasks", nargs="+", default=None)
+    p.add_argument("--of", dest="of", default="vectors", choices=["vectors", "prompts"])
+    p.add_argument("--n-neighbors", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0, help="UMAP random_state")
+    p.add_argument("--out", default=None, help="folder for projection.csv / .html (/ .png)")
+    p.add_argument("--format", default="csv,html,png", help="comma-separated: csv, html, png, svg (default csv,html,png;"
+                                                           " PNG/SVG are skipped with a note when Chromium is missing)")
+    p.set_defaults(func=cmd_project)
+
+
+def _formats(text: str) -> list[str]:
+    fmts = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in ALL_FORMATS]
+    if bad:
+        raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {', '.join(ALL_FORMATS)}")
+    return fmts
+
+
+def _load(args: argparse.Namespace):
+    """Stored prompts matching the filters; prints skipped files. None (after a message) when there are none."""
+    from tpv_core.store import PromptStore, load_prompt
+
+    root = Path(args.root)
+    if not root.is_dir():
+        print(f"no prompts: {root} does not exist (train some with `tpv train`)", file=sys.stderr)
+        return None
+    errors: list[str] = []
+    df = PromptStore(root).index(errors=errors)
+    for err in errors:
+        print(f"skipped: {err}", file=sys.stderr)
+    if df.empty:
+        print(f"no prompts in {root}", file=sys.stderr)
+        return None
+    if args.backbone:
+        missing = sorted(set(args.backbone) - set(df["backbone"]))
+        if missing:
+            raise ValueError(f"no prompts for backbone(s) {', '.join(missing)} in {root}; "
+                             f"stored: {', '.join(sorted(df['backbone'].unique()))}")
+        df = df[df["backbone"].isin(args.backbone)]
+    if args.tasks:
+        missing = sorted(set(args.tasks) - set(df["task"]))
+        if missing:
+            raise ValueError(f"no prompts for task(s) {', '.join(missing)} in {root}"
+                             + (f" on {', '.join(args.backbone)}" if args.backbone else "")
+                             + f"; stored: {', '.join(sorted(df['task'].unique()))}")
+        df = df[df["task"].isin(args.tasks)]
+    prompts = []
+    for path in df["path"]:
+        try:
+            prompts.append(load_prompt(path))
+        except (ValueError, OSError) as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+    if not prompts:
+        print(f"no prompts in {root} matching the filters", file=sys.stderr)
+        return None
+    return prompts
+
+
+def _print_matrix(mat: pd.DataFrame) -> None:
+    print_table(mat.reset_index().rename(columns={mat.index.name or "index": "task"}), floatfmt="{:.3f}")
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from tpv_core import plots
+    from tpv_core import similarity as sim
+    from tpv_core.store import atomic_write_bytes, safe_name
+
+    fmts = _formats(args.format)
+    prompts = _load(args)
+    if prompts is None:
+        return 1
+    what = "vector" if args.of == "vectors" else "prompt"
+    items = sim.collect(prompts, what)
+    defs = list(sim.DEFINITIONS) if args.definition == "both" else [args.definition]
+    table = sim.similarity_table(items, defs)
+    agg = sim.by_task(table, args.same_origin)
+    out = Path(args.out) if args.out else None
+    written: list[Path] = []
+    skipped: list[str] = []
+    noun = "task prompt vectors (tau = P - P0)" if what == "vector" else "prompts P"
+    pairs_note = {"exclude": "pairs from different origins", "include": "all pairs", "only": "same-origin pairs"}
+    backbones = list(dict.fromkeys(it.backbone for it in items))
+    mats: dict[tuple[str, str], pd.DataFrame] = {}
+
+    figures: dict = {}
+
+    def write_fig(fig, stem: str) -> None:
+        if out is not None:
+            figures[stem] = fig
+
+    for bb in backbones:
+        n_items = sum(it.backbone == bb for it in items)
+        for d in defs:
+            part = agg[(agg["backbone"] == bb) & (agg["definition"] == d)]
+            print(f"\n== {bb} · {d} cosine of {noun} · mean over {pairs_note[args.same_origin]} ({n_items} items)")
+            if part.empty:
+                print("(fewer than two comparable items: nothing to compare)")
+                continue
+            mean, std, n = (sim.matrix(agg, bb, v, definition=d) for v in ("mean", "std", "n"))
+            mats[(bb, d)] = mean
+            _print_matrix(mean)
+            nz = n.to_numpy()
+            print(f"pairs per cell: {int(nz.min())}..{int(nz.max())}")
+            write_fig(plots.heatmap(mean, title=f"{bb}: {d} cosine of {noun}", n=n, std=std),
+                      f"similarity_{safe_name(bb)}_{d}")
+            if args.per_origin:
+                per = sim.per_item_matrix(items, d, backbone=bb)
+                print(f"\n-- {bb} · {d} · per item (task/origin)")
+                _print_matrix(per)
+                write_fig(plots.heatmap(per, title=f"{bb}: {d} cosine per task/origin"),
+                          f"similarity_items_{safe_name(bb)}_{d}")
+                if out is not None and "csv" in fmts:
+                    written.append(atomic_write_bytes(out / f"similarity_items_{safe_name(bb)}_{d}.csv",
+                                                      plots.export_table(per, index=True)))
+
+    geometry_rows = []
+    if len(backbones) >= 2:
+        for d in defs:
+            for a, b in itertools.combinations(backbones, 2):
+                if (a, d) not in mats or (b, d) not in mats:
+                    continue
+                try:
+                    g = sim.geometry_correlation(mats[(a, d)], mats[(b, d)], n_permutations=args.permutations)
+                except ValueError as exc:
+                    print(f"\ngeometry {a} vs {b} ({d}): {exc}")
+                    continue
+                geometry_rows.append({"backbone_a": a, "backbone_b": b, "definition": d,
+                                      f"{g['method']}_r": g["r"], "p_value": g["p_value"], "n_tasks": g["n_tasks"],
+                                      "tasks": " ".join(map(str, g["tasks"]))})
+        if geometry_rows:
+            geo = pd.DataFrame(geometry_rows)
+            print("\n== task geometry across backbones: Spearman r of the task x task matrices' upper triangles "
+                  "(Mantel permutation p-value, one-sided)")
+            print_table(geo.drop(columns=["tasks"]))
+            if out is not None and "csv" in fmts:
+                written.append(atomic_write_bytes(out / "similarity_geometry.csv", plots.export_table(geo)))
+        for d in defs:
+            side = {bb: mats[(bb, d)] for bb in backbones if (bb, d) in mats}
+            if len(side) >= 2:
+                write_fig(plots.heatmap_grid(side, title=f"{d} cosine of {noun}, per backbone"),
+                          f"similarity_backbones_{d}")
+
+    if out is not None and "csv" in fmts:
+        written.append(atomic_write_bytes(out / "similarity_pairs.csv", plots.export_table(table)))
+        written.append(atomic_write_bytes(out / "similarity_by_task.csv", plots.export_table(agg)))
+    if out is not None and figures:
+        files, skipped = plots.write_figures(figures, out, [f for f in fmts if f in FIG_FORMATS])
+        written.extend(files)
+    for msg in skipped:
+        print(f"not written: {msg}", file=sys.stderr)
+    if written:
+        print(f"\nwrote {len(written)} file(s) to {out}:")
+        for f in written:
+            print(f"  {f.name}")
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from tpv_core import plots
+    from tpv_core.projection import project
+    from tpv_core.similarity import collect
+    from tpv_core.store import atomic_write_bytes
+
+    fmts = _formats(args.format)
+    prompts = _load(args)
+    if prompts is None:
+        return 1
+    items = collect(prompts, "vector" if args.of == "vectors" else "prompt")
+    if args.method == "umap":
+        print("projecting with UMAP (the first fit in a process takes ~10-30 s to compile)...", file=sys.stderr)
+    df, note = project(items, method=args.method, n_neighbors=args.n_neighbors, random_state=args.seed)
+    print(note)
+    if args.out is None:
+        print_table(df[["panel", "task", "origin", "x", "y", "method"]], floatfmt="{:.3f}")
+        return 0
+    out = Path(args.out)
+    written: list[Path] = []
+    if "csv" in fmts:
+        written.append(atomic_write_bytes(out / "projection.csv", plots.export_table(df)))
+    what = "task prompt vectors" if args.of == "vectors" else "prompts"
+    fig = plots.projection_scatter(df, title=f"{df['method'].iloc[0].upper() if df['method'].nunique() == 1 else 'UMAP/PCA'}"
+                                             f" of {what}")
+    files, skipped = plots.write_figures({"projection": fig}, out, [f for f in fmts if f in FIG_FORMATS])
+    written.extend(files)
+    for msg in skipped:
+        print(f"not written: {msg}", file=sys.stderr)
+    print(f"wrote {len(written)} file(s) to {out}: {', '.join(f.name for f in written)}")
+    return 0

@@ -1,0 +1,93 @@
+"""``tpv experiment``: the paper's three experiments on the prompt store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, parse_seeds, print_table
+from tpv_core.store import PromptStore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="cross-origin, addition, few-shot (tables + figures)")
+    s = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    s.required = True
+
+    def common(q: argparse.ArgumentParser) -> None:
+        add_backbone_args(q)
+        q.add_argument("--store", default="data/zoo")
+        q.add_argument("--origin", nargs="*", default=None, help="origin seeds (default: every stored one)")
+        q.add_argument("--split", default="test", choices=["validation", "test"])
+        q.add_argument("--limit", type=int, default=None, help="score the first N (shuffled) rows of the split")
+        q.add_argument("--batch-size", type=int, default=32)
+        q.add_argument("--out", required=True, help="output folder (re-running resumes from its CSV)")
+
+    co = s.add_parser("cross-origin", help="P0(o1) + tau(o2) for every origin pair (Table 1)")
+    common(co)
+    co.add_argument("--tasks", nargs="+", required=True)
+    co.set_defaults(func=cmd_cross_origin)
+
+    ad = s.add_parser("addition", help="P0 + lambda * sum of task prompt vectors of task sets (Fig. 2)")
+    common(ad)
+    ad.add_argument("--tasks", nargs="+", required=True)
+    ad.add_argument("--set-size", type=int, default=2, help="tasks per combination (2 = pairs)")
+    ad.add_argument("--grid", type=float, nargs="*", default=None, help="lambda grid (default 0..1 step 0.05)")
+    ad.add_argument("--val-limit", type=int, default=200, help="validation rows for the lambda search")
+    ad.set_defaults(func=cmd_addition)
+
+    fs = s.add_parser("fewshot", help="few-shot initialisation of a target task (Fig. 3)")
+    common(fs)
+    fs.add_argument("--target", required=True)
+    fs.add_argument("--sources", nargs="+", required=True)
+    fs.add_argument("--k", nargs="+", type=int, default=None, help="shots (default 0 5 10 25 50 100 250 500 1000)")
+    fs.add_argument("--inits", nargs="+", default=None, help="random spot multitask tpv (default all)")
+    fs.add_argument("--steps", type=int, default=None, help="training steps for every init (same budget)")
+    fs.add_argument("--lr", type=float, default=None)
+    fs.add_argument("--batch-size-train", type=int, default=None)
+    fs.add_argument("--eval-limit", type=int, default=200, help="validation rows for best-prompt selection")
+    fs.set_defaults(func=cmd_fewshot)
+
+
+def _report(result) -> int:
+    print_table(result.summary)
+    for note in result.notes:
+        print(f"note: {note}")
+    for f in result.files:
+        print(f"wrote {f}")
+    return 0
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_cross_origin(args: argparse.Namespace) -> int:
+    from tpv_core.experiments.cross_origin import run_cross_origin
+
+    bb = load_backbone_for_cli(args)
+    res = run_cross_origin(bb, PromptStore(args.store), args.tasks, args.out, seeds=parse_seeds(args.origin) or None,
+                           split=args.split, limit=args.limit, batch_size=args.batch_size, progress=_say)
+    return _report(res)
+
+
+def cmd_addition(args: argparse.Namespace) -> int:
+    from tpv_core.experiments.addition import DEFAULT_GRID, run_addition
+
+    bb = load_backbone_for_cli(args)
+    res = run_addition(bb, PromptStore(args.store), args.tasks, args.out, seeds=parse_seeds(args.origin) or None,
+                       set_size=args.set_size, grid=args.grid or DEFAULT_GRID, split=args.split,
+                       val_limit=args.val_limit, limit=args.limit, batch_size=args.batch_size, progress=_say)
+    return _report(res)
+
+
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from tpv_core.experiments.fewshot import DEFAULT_KS, INITS, run_fewshot
+    from tpv_core.training import TrainConfig
+
+    bb = load_backbone_for_cli(args)
+    cfg = TrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size_train, eval_limit=args.eval_limit)
+    res = run_fewshot(bb, PromptStore(args.store), args.target, args.sources, args.out, ks=args.k or DEFAULT_KS,
+                      seeds=parse_seeds(args.origin) or None, inits=args.inits or INITS, config=cfg,
+                      split=args.split, limit=args.limit, batch_size=args.batch_size, progress=_say)
+    return _report(res)

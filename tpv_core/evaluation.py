@@ -1,0 +1,157 @@
+"""Score a soft prompt (or no prompt) on a task split.
+
+Rank classification by default: the backbone scores every label's verbaliser (or description, for
+encoders) and the best one is the prediction. ``method="generate"`` is the paper's way for decoder and
+seq2seq models: greedy generation, then whole-string exact match against the verbalisers (a text that
+is no label counts as wrong).
+
+:func:`iter_evaluate` yields a running estimate after every batch (``partial=True``, with the count
+so far) and ends with the full result, so a UI can show an estimate within seconds; examples are
+visited in a fixed shuffled order so the running estimate is not biased by file order.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import torch
+
+from tpv_core.tasks import compute_metrics, load_split, text_to_label
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tpv_core.backbones.base import Backbone
+    from tpv_core.tasks import TaskSpec
+
+METHODS = ("rank", "generate")
+
+
+@dataclass
+class PreparedSplit:
+    """Rows of a split, tokenized once for one backbone (reuse it across many prompts)."""
+
+    task: "TaskSpec"
+    backbone_name: str
+    split: str
+    rows: list[dict]
+    ids: list[list[int]]
+    targets: list[int]
+    chat: bool = False
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def prepare_split(
+    backbone: "Backbone",
+    task: "TaskSpec",
+    split: str = "validation",
+    *,
+    rows: Sequence[dict] | None = None,
+    limit: int | None = None,
+    shuffle_seed: int | None = 0,
+    chat: bool = False,
+    source: str = "auto",
+) -> PreparedSplit:
+    """Load (unless ``rows`` given), optionally shuffle and cut to ``limit``, and tokenize a split."""
+    rows = list(rows) if rows is not None else load_split(task, split, source=source)
+    if shuffle_seed is not None:
+        rows = rows[:]
+        random.Random(shuffle_seed).shuffle(rows)
+    if limit is not None:
+        rows = rows[:limit]
+    if not rows:
+        raise ValueError(f"no rows to evaluate for {task.name}/{split}")
+    texts = [task.format(r, backbone.family) for r in rows]
+    ids = backbone.tokenize(texts, chat=chat)
+    targets = [task.label_of(r) for r in rows]
+    return PreparedSplit(task, backbone.name, split, rows, ids, targets, chat)
+
+
+@dataclass
+class EvalResult:
+    task: str
+    split: str
+    n: int
+    total: int
+    metrics: dict[str, float]
+    partial: bool
+    method: str = "rank"
+    predictions: list[int] = field(default_factory=list, repr=False)
+    invalid: int = 0  # generated texts that are no label (generate method)
+
+    @property
+    def main(self) -> float:
+        """The first metric of the task (its headline number)."""
+        return next(iter(self.metrics.values()), float("nan"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "split": self.split, "n": self.n, "total": self.total, "method": self.method,
+                "partial": self.partial, "invalid": self.invalid, **self.metrics}
+
+
+def _metrics(task: "TaskSpec", preds: list[int], rows: Sequence[dict]) -> dict[str, float]:
+    return compute_metrics(task, preds, rows[: len(preds)])
+
+
+def iter_evaluate(
+    backbone: "Backbone",
+    task: "TaskSpec",
+    prompt: torch.Tensor | None,
+    prepared: PreparedSplit | None = None,
+    *,
+    split: str = "validation",
+    limit: int | None = None,
+    batch_size: int = 32,
+    method: str = "rank",
+    max_new_tokens: int = 8,
+    max_length: int | None = 512,
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[EvalResult]:
+    """Evaluate batch by batch; every yield carries metrics over the examples seen so far."""
+    if method not in METHODS:
+        raise ValueError(f"unknown evaluation method {method!r}; one of {', '.join(METHODS)}")
+    if method == "generate" and backbone.family == "encoder":
+        raise ValueError(f"{backbone.name} is an encoder: it cannot generate; use method='rank'")
+    if prepared is None:
+        prepared = prepare_split(backbone, task, split, limit=limit)
+    elif prepared.backbone_name != backbone.name:
+        raise ValueError(f"split was prepared for {prepared.backbone_name}, not {backbone.name}")
+    labels = task.label_set()
+    p = None if prompt is None else prompt.detach().float().to(backbone.device)
+    preds: list[int] = []
+    invalid = 0
+    total = len(prepared)
+    for start in range(0, total, batch_size):
+        if cancel is not None and cancel():
+            return
+        batch = backbone.collate(prepared.ids[start : start + batch_size], max_length=max_length)
+        with torch.no_grad():
+            if method == "rank":
+                scores = backbone.label_scores(batch, p, labels)
+                preds.extend(scores.argmax(dim=-1).tolist())
+            else:
+                for text in backbone.generate(batch, p, max_new_tokens=max_new_tokens):
+                    label = text_to_label(task, text)
+                    invalid += label is None
+                    preds.append(-1 if label is None else label)
+        done = len(preds)
+        yield EvalResult(task.name, prepared.split, done, total, _metrics(task, preds, prepared.rows),
+                         partial=done < total, method=method, predictions=preds[:], invalid=invalid)
+
+
+def evaluate(
+    backbone: "Backbone",
+    task: "TaskSpec",
+    prompt: torch.Tensor | None,
+    prepared: PreparedSplit | None = None,
+    **kwargs: Any,
+) -> EvalResult:
+    """Evaluate to the end and return the final result."""
+    result = None
+    for result in iter_evaluate(backbone, task, prompt, prepared, **kwargs):
+        pass
+    if result is None:
+        raise RuntimeError("evaluation was cancelled before the first batch")
+    return result

@@ -1,0 +1,13 @@
+"""The paper's three experiments, each a function writing tidy CSV tables and figures.
+
+* :mod:`cross_origin` (Table 1): P0(o1) + tau(o2) for every origin pair; original vs mixed.
+* :mod:`addition` (Fig. 2): P0 + lambda * (tau_a + tau_b) for task pairs of one origin, lambda on validation.
+* :mod:`fewshot` (Fig. 3): initialise few-shot prompt tuning of a target task from a random origin, a
+  single source prompt (SPoT), a multi-task prompt, or the sum of the sources' task prompt vectors.
+
+Every run is resumable: finished rows are kept in ``<out>/<name>_runs.csv`` and skipped next time.
+"""
+
+from tpv_core.experiments.common import ExperimentResult, ResultsLog, mean_ci
+
+__all__ = ["ExperimentResult", "ResultsLog", "mean_ci"]

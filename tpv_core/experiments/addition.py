@@ -1,0 +1,105 @@
+"""Task addition (the paper's Fig. 2).
+
+For every set of tasks (pairs by default) and every origin, P0 + lambda * sum(tau_i) with one shared
+lambda chosen on validation (mean of the tasks' validation scores over a grid, default 0..1 step 0.05);
+each task's test score is reported relative to its own single-task prompt from the same origin.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import plotly.graph_objects as go
+
+from tpv_core.combine import lambda_search
+from tpv_core.evaluation import evaluate, prepare_split
+from tpv_core.experiments.common import (
+    ExperimentResult,
+    ProgressFn,
+    ResultsLog,
+    require,
+    stored_prompts,
+    summarize,
+    write_outputs,
+)
+from tpv_core.prompts import TaskPromptVector
+from tpv_core.store import PromptStore
+from tpv_core.tasks import get_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tpv_core.backbones.base import Backbone
+
+NAME = "addition"
+DEFAULT_GRID = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+def run_addition(
+    backbone: "Backbone",
+    store: PromptStore,
+    tasks: Sequence[str],
+    out_dir: str | Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    set_size: int = 2,
+    grid: Sequence[float] = DEFAULT_GRID,
+    split: str = "test",
+    val_limit: int | None = 200,
+    limit: int | None = None,
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> ExperimentResult:
+    out = Path(out_dir)
+    specs = [get_task(t, store.root) for t in tasks]
+    if len(specs) < set_size:
+        raise ValueError(f"addition of {set_size} tasks needs at least {set_size} tasks, got {len(specs)}")
+    log = ResultsLog(out / f"{NAME}_runs.csv", ["combo", "seed", "task"])
+    prompts = {t.name: stored_prompts(store, backbone.name, t.name, seeds) for t in specs}
+    for t in specs:
+        require(prompts[t.name], f"addition for {t.name}", store, backbone.name)
+    val = {t.name: prepare_split(backbone, t, "validation", limit=val_limit) for t in specs}
+    test = {t.name: prepare_split(backbone, t, split, limit=limit) for t in specs}
+    single: dict[tuple[str, int], float] = {}
+
+    def score(t, tensor, prepared) -> float:
+        return evaluate(backbone, t, tensor, prepared[t.name], batch_size=batch_size).main
+
+    for combo in itertools.combinations(specs, set_size):
+        label = "+".join(t.name for t in combo)
+        common = set.intersection(*(set(prompts[t.name]) for t in combo))
+        for seed in sorted(common):
+            if all(log.has(combo=label, seed=seed, task=t.name) for t in combo):
+                continue
+            origin = prompts[combo[0].name][seed].origin
+            tau = TaskPromptVector.sum([prompts[t.name][seed].vector() for t in combo])
+
+            def val_score(lam: float) -> float:
+                p = tau.apply_to(origin, coef=lam)
+                return sum(score(t, p, val) for t in combo) / len(combo)
+
+            best_lambda, _table = lambda_search(val_score, grid=list(grid))
+            combined = tau.apply_to(origin, coef=best_lambda)
+            for t in combo:
+                key = (t.name, seed)
+                if key not in single:
+                    single[key] = score(t, prompts[t.name][seed].tensor, test)
+                comb = score(t, combined, test)
+                rel = comb / single[key] if single[key] else float("nan")
+                log.add({"combo": label, "seed": seed, "origin": origin.id, "task": t.name, "lambda": best_lambda,
+                         "split": split, "combined": comb, "single": single[key], "relative": rel})
+            if progress:
+                progress(f"{label} seed {seed}: lambda={best_lambda:g}")
+    runs = log.frame()
+    summary = summarize(runs, ["combo", "task"], "relative") if not runs.empty else summarize(runs, ["combo", "task"], "relative")
+    if not summary.empty:
+        lam = runs.groupby(["combo", "task"], sort=False)["lambda"].mean().reset_index(drop=True)
+        summary["lambda_mean"] = lam.values
+    fig = go.Figure()
+    for task_name in summary["task"].unique() if not summary.empty else []:
+        part = summary[summary["task"] == task_name]
+        fig.add_bar(name=task_name, x=part["combo"], y=part["mean"], error_y={"type": "data", "array": part["std"]})
+    fig.update_layout(title=f"Task addition on {backbone.name}: test score relative to the single-task prompt",
+                      barmode="group", yaxis_title="relative score")
+    files = write_outputs(out, NAME, summary, {NAME: fig})
+    return ExperimentResult(NAME, runs, summary, [log.path, *files])

@@ -1,0 +1,112 @@
+"""Shared pieces of the experiments: a resumable results log, intervals, prompt lookup."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tpv_core.prompts import SoftPrompt
+from tpv_core.store import PromptStore, atomic_write_text
+
+
+@dataclass
+class ExperimentResult:
+    name: str
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class ResultsLog:
+    """A CSV of finished runs, rewritten atomically after every new row, keyed by ``key`` columns."""
+
+    def __init__(self, path: str | Path, key: Sequence[str]):
+        self.path, self.key = Path(path), tuple(key)
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists() and self.path.stat().st_size:
+            self.rows = pd.read_csv(self.path, keep_default_na=False, na_values=[""]).to_dict("records")
+        self._keys = {self._k(r) for r in self.rows}
+
+    def _k(self, row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(row[c]) for c in self.key)
+
+    def has(self, **key: Any) -> bool:
+        return self._k(key) in self._keys
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self._keys.add(self._k(row))
+        buf = io.StringIO()
+        self.frame().to_csv(buf, index=False)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
+    """Mean, sample std, n, and a t-distribution confidence interval of the mean."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return {"mean": math.nan, "std": math.nan, "n": 0, "ci_low": math.nan, "ci_high": math.nan}
+    mean = float(v.mean())
+    std = float(v.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "n": n, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def summarize(df: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame(columns=[*by, "mean", "std", "n", "ci_low", "ci_high"])
+    out = [{**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))), **mean_ci(g[value])}
+           for keys, g in df.groupby(list(by), sort=False)]
+    return pd.DataFrame(out)
+
+
+def stored_prompts(store: PromptStore, backbone: str, task: str, seeds: Sequence[int] | None) -> dict[int, SoftPrompt]:
+    """The stored prompts of one task by origin seed (first origin kind found per seed)."""
+    df = store.index(backbone=backbone, task=task)
+    if seeds is not None:
+        df = df[df["seed"].isin(list(seeds))]
+    out: dict[int, SoftPrompt] = {}
+    for seed, path in zip(df["seed"], df["path"]):
+        out.setdefault(int(seed), store.load(backbone, task, Path(path).stem))
+    return out
+
+
+def require(prompts: dict[int, SoftPrompt], what: str, store: PromptStore, backbone: str, need: int = 1) -> None:
+    if len(prompts) < need:
+        raise FileNotFoundError(
+            f"{what}: need stored prompts for at least {need} origin(s) on {backbone} in {store.root}, found "
+            f"{len(prompts)}; train them with `tpv train --backbone {backbone} --task ... --origin 0 1 2`"
+        )
+
+
+def write_outputs(out_dir: Path, name: str, summary: pd.DataFrame, figures: dict[str, Any]) -> list[Path]:
+    """Write the summary CSV and each figure as HTML (always) and PNG (when Chromium is available)."""
+    files = [atomic_write_text(out_dir / f"{name}_summary.csv", summary.to_csv(index=False))]
+    from tpv_core import plots
+
+    for fig_name, fig in figures.items():
+        files.append(atomic_write_text(out_dir / f"{fig_name}.html", plots.export_figure(fig, "html").decode()))
+        try:
+            png = plots.export_figure(fig, "png")
+        except plots.ExportUnavailableError:
+            continue
+        from tpv_core.store import atomic_write_bytes
+
+        files.append(atomic_write_bytes(out_dir / f"{fig_name}.png", png))
+    return files
+
+
+ProgressFn = Callable[[str], None]

@@ -1,0 +1,304 @@
+"""Prompt tuning: the loop, on one screen.
+
+Only the soft prompt trains (the model is frozen and shared). AdamW (or Adafactor) with warmup and
+linear decay, gradient clipping, bf16 autocast inside the backbone, dynamic padding, periodic
+validation that keeps the best prompt, deterministic for a seed, cancellable between steps, and
+resumable from a stored prompt.
+
+Data parallel: under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) every process draws the
+same global batch order and takes its own slice of each global batch (``batch_size`` rows per
+process); the prompt's gradient is averaged with ``all_reduce`` before the update, so N processes with
+batch B follow the same path as one process with batch N*B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from tpv_core import __version__
+from tpv_core.evaluation import PreparedSplit, evaluate, prepare_split
+from tpv_core.prompts import Origin, SoftPrompt
+from tpv_core.tasks import k_shot as sample_k_shot
+from tpv_core.tasks import load_split
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tpv_core.backbones.base import Backbone
+    from tpv_core.tasks import TaskSpec
+
+# Defaults that learn on a 2-core CPU in minutes (chosen by measurement; see the README's table).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "encoder": {"lr": 0.05, "steps": 150, "batch_size": 16, "length": 20},
+    "decoder": {"lr": 0.05, "steps": 150, "batch_size": 8, "length": 20},
+    "seq2seq": {"lr": 0.3, "steps": 300, "batch_size": 8, "length": 20},
+}
+
+
+class TrainingCancelled(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    """How a prompt is tuned. ``None`` fields take the backbone family's default."""
+
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str = "adamw"  # adamw | adafactor
+    weight_decay: float = 1e-5
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    eval_every: int | None = None  # default: steps // 5
+    eval_limit: int | None = 200  # validation rows scored during training (None = all)
+    eval_batch_size: int = 32
+    max_length: int | None = 256
+    k_shot: int | None = None
+    data_seed: int = 0
+    chat: bool = False
+    selection_metric: str | None = None  # default: the task's first metric
+
+    def resolved(self, family: str) -> "TrainConfig":
+        d = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["decoder"])
+        c = dataclasses.replace(
+            self,
+            steps=self.steps if self.steps is not None else d["steps"],
+            batch_size=self.batch_size if self.batch_size is not None else d["batch_size"],
+            lr=self.lr if self.lr is not None else d["lr"],
+        )
+        if c.eval_every is None:
+            c.eval_every = max(1, c.steps // 5)
+        if c.optimizer not in ("adamw", "adafactor"):
+            raise ValueError(f"unknown optimizer {c.optimizer!r}; adamw or adafactor")
+        if c.steps < 0 or c.batch_size < 1 or c.lr <= 0:
+            raise ValueError(f"bad training budget: steps={c.steps} batch_size={c.batch_size} lr={c.lr}")
+        return c
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives after every step."""
+
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    elapsed_s: float
+    val_score: float | None = None
+    best_score: float | None = None
+
+    @property
+    def eta_s(self) -> float:
+        done = max(self.step, 1)
+        return self.elapsed_s / done * max(self.steps - self.step, 0)
+
+
+@dataclass
+class TrainResult:
+    prompt: SoftPrompt
+    history: pd.DataFrame
+    best_step: int
+    cancelled: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_length(backbone: "Backbone") -> int:
+    return FAMILY_DEFAULTS.get(backbone.family, FAMILY_DEFAULTS["decoder"])["length"]
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world_size), initialising the process group when launched by torchrun/accelerate."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _optimizer(cfg: TrainConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adafactor":
+        return torch.optim.Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
+    warmup = int(cfg.warmup_ratio * cfg.steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warmup))
+
+    return factor
+
+
+def training_rows(task: "TaskSpec", cfg: TrainConfig, rows: list[dict] | None = None) -> list[dict]:
+    rows = rows if rows is not None else load_split(task, "train")
+    if cfg.k_shot is not None:
+        rows = sample_k_shot(rows, cfg.k_shot, cfg.data_seed, task)
+    return rows
+
+
+class _Stream:
+    """One task's training data, tokenized once, drawn in a seeded order shared by every process."""
+
+    def __init__(self, backbone: "Backbone", task: "TaskSpec", rows: list[dict], cfg: TrainConfig, seed: int):
+        self.task, self.rows, self.labels = task, rows, task.label_set()
+        self.ids = backbone.tokenize([task.format(r, backbone.family) for r in rows], chat=cfg.chat)
+        self.targets = torch.tensor([task.label_of(r) for r in rows], dtype=torch.long)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next_indices(self, global_batch: int, rank: int, batch_size: int) -> list[int]:
+        while len(self.order) < global_batch:
+            self.order += torch.randperm(len(self.rows), generator=self.gen).tolist()
+        chunk, self.order = self.order[:global_batch], self.order[global_batch:]
+        return chunk[rank * batch_size : (rank + 1) * batch_size]
+
+
+def task_key(tasks: "TaskSpec | Sequence[TaskSpec]") -> str:
+    """Store name of a (multi-)task prompt: ``mnli`` or ``mnli+qnli``."""
+    tasks = [tasks] if not isinstance(tasks, (list, tuple)) else list(tasks)
+    return "+".join(t.name for t in tasks)
+
+
+def tune_prompt(
+    backbone: "Backbone",
+    task: "TaskSpec | Sequence[TaskSpec]",
+    origin: Origin,
+    config: TrainConfig | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    *,
+    init: torch.Tensor | None = None,
+    train_rows: list[dict] | None = None,
+    validation: PreparedSplit | Sequence[PreparedSplit] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    resume: SoftPrompt | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Tune a soft prompt for ``task`` on a frozen ``backbone``, starting from ``origin``.
+
+    ``task`` may be a list of tasks: a multi-task prompt, trained on batches drawn from each task in
+    turn and selected on the mean of the tasks' validation scores (stored as ``mnli+qnli``).
+    ``init`` starts from another tensor (e.g. P0 + a sum of task prompt vectors) while the prompt is
+    still recorded against ``origin`` (so its vector is P - P0). ``resume`` continues a stored run from
+    its step count (fresh optimizer state). ``cancel()`` returning True stops between steps and returns
+    the best prompt so far with ``cancelled=True``.
+    """
+    cfg = (config or TrainConfig()).resolved(backbone.family)
+    tasks = list(task) if isinstance(task, (list, tuple)) else [task]
+    if not tasks:
+        raise ValueError("tune_prompt needs at least one task")
+    name = task_key(tasks)
+    if origin.backbone != backbone.name:
+        raise ValueError(f"origin {origin.id} was made for backbone {origin.backbone!r}, not {backbone.name!r}")
+    if origin.dim != backbone.dim:
+        raise ValueError(f"origin {origin.id} has width {origin.dim} but {backbone.name} has d={backbone.dim}")
+    if train_rows is not None and len(tasks) > 1:
+        raise ValueError("train_rows can only be given for a single task")
+    rank, world = _distributed()
+    t0 = time.perf_counter()
+
+    streams = [_Stream(backbone, t, training_rows(t, cfg, train_rows), cfg, cfg.data_seed + i)
+               for i, t in enumerate(tasks)]
+    if validation is None and cfg.eval_every and cfg.steps:
+        validation = [prepare_split(backbone, t, "validation", limit=cfg.eval_limit, chat=cfg.chat) for t in tasks]
+    elif isinstance(validation, PreparedSplit):
+        validation = [validation]
+    metric = cfg.selection_metric or (tasks[0].metrics[0] if len(tasks) == 1 and tasks[0].metrics else "main")
+
+    start_tensor = init if init is not None else origin.require_tensor()
+    if tuple(start_tensor.shape) != (origin.length, origin.dim):
+        raise ValueError(f"init tensor {tuple(start_tensor.shape)} does not match origin {origin.id}")
+    start_step = 0
+    if resume is not None:
+        if resume.origin != origin or resume.task != name:
+            raise ValueError(f"cannot resume: stored prompt is {resume.task}/{resume.origin.id}, not {name}/{origin.id}")
+        start_tensor, start_step = resume.tensor, int(resume.metadata.get("steps") or 0)
+    prompt = torch.nn.Parameter(start_tensor.detach().float().clone().to(backbone.device))
+    opt = _optimizer(cfg, [prompt])
+    factor = _schedule(cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + start_step))
+
+    global_batch = cfg.batch_size * world
+    history: list[dict[str, Any]] = []
+    best_score, best_step, best = -math.inf, start_step, prompt.detach().clone()
+    cancelled = False
+    done = start_step
+
+    def draw(step: int) -> tuple[_Stream, list[int]]:
+        stream = streams[step % len(streams)]  # multi-task: one task per batch, in turn
+        return stream, stream.next_indices(global_batch, rank, cfg.batch_size)
+
+    for s in range(start_step):  # replay the data order so a resumed run sees the same batches
+        draw(s)
+
+    def validate() -> float:
+        scores = []
+        for prepared in validation:
+            res = evaluate(backbone, prepared.task, prompt.detach(), prepared, batch_size=cfg.eval_batch_size)
+            scores.append(float(res.metrics.get(metric, res.main)))
+        return sum(scores) / len(scores)
+
+    if validation and cfg.steps and start_step == 0:
+        best_score = validate()
+        history.append({"step": 0, "loss": None, "lr": 0.0, f"val_{metric}": best_score})
+
+    for step in range(start_step, cfg.steps):
+        if cancel is not None and cancel():
+            cancelled = True
+            break
+        stream, idx = draw(step)
+        batch = backbone.collate([stream.ids[i] for i in idx], max_length=cfg.max_length)
+        loss = backbone.loss(batch, prompt, stream.labels, stream.targets[idx].to(backbone.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1:
+            dist.all_reduce(prompt.grad, op=dist.ReduceOp.SUM)
+            prompt.grad /= world
+        torch.nn.utils.clip_grad_norm_([prompt], cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        record: dict[str, Any] = {"step": step + 1, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0]}
+        val = None
+        if validation and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            val = validate()
+            record[f"val_{metric}"] = val
+            if val > best_score:
+                best_score, best_step, best = val, step + 1, prompt.detach().clone()
+        history.append(record)
+        done = step + 1
+        if progress is not None and rank == 0:
+            progress(Progress(step + 1, cfg.steps, record["loss"], record["lr"], time.perf_counter() - t0, val,
+                              None if best_score == -math.inf else best_score))
+    if best_score == -math.inf:  # no validation: the last prompt is the result
+        best, best_step = prompt.detach().clone(), done
+
+    hist = pd.DataFrame(history)
+    meta = dict(metadata or {})
+    meta.update(
+        backbone_model_id=backbone.model_id,
+        backbone_revision=backbone.revision,
+        backbone_family=backbone.family,
+        training={**cfg.as_dict(), "train_rows": sum(len(s.rows) for s in streams), "world_size": world,
+                  "tasks": [t.name for t in tasks], "init": "origin" if init is None else "custom",
+                  "precision": str(backbone.compute_dtype)},
+        metrics={f"val_{metric}": best_score} if best_score != -math.inf else {},
+        steps=done,
+        best_step=best_step,
+        wall_time_s=round(time.perf_counter() - t0, 2),
+        library_version=__version__,
+    )
+    soft = SoftPrompt(best.float().cpu(), origin, name, backbone.name, meta)
+    return TrainResult(soft, hist, best_step, cancelled)
