@@ -48,6 +48,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; stored prompts and reports are for sharing
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -176,12 +176,15 @@ def cmd_similarity(args: argparse.Namespace) -> int:
                     continue
                 geometry_rows.append({"backbone_a": a, "backbone_b": b, "definition": d,
                                       f"{g['method']}_r": g["r"], "p_value": g["p_value"], "n_tasks": g["n_tasks"],
+                                      "test": "exact" if g["exact"] else f"{g['n_permutations']} permutations",
                                       "tasks": " ".join(map(str, g["tasks"]))})
         if geometry_rows:
             geo = pd.DataFrame(geometry_rows)
             print("\n== task geometry across backbones: Spearman r of the task x task matrices' upper triangles "
                   "(Mantel permutation p-value, one-sided)")
             print_table(geo.drop(columns=["tasks"]))
+            if (geo["n_tasks"] <= 4).any():
+                print("(with n shared tasks the smallest possible p is 1/n!: 1/6 for 3 tasks, 1/24 for 4)")
             if out is not None and "csv" in fmts:
                 written.append(atomic_write_bytes(out / "similarity_geometry.csv", plots.export_table(geo)))
         for d in defs:
