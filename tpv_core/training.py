@@ -36,8 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Defaults that learn on a 2-core CPU in minutes (chosen by measurement; see the README's table).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "encoder": {"lr": 0.05, "steps": 150, "batch_size": 16, "length": 20},
-    "decoder": {"lr": 0.05, "steps": 150, "batch_size": 8, "length": 20},
+    "encoder": {"lr": 0.05, "steps": 100, "batch_size": 8, "length": 20},
+    "decoder": {"lr": 0.05, "steps": 100, "batch_size": 8, "length": 20},
     "seq2seq": {"lr": 0.3, "steps": 300, "batch_size": 8, "length": 20},
 }
 
@@ -58,7 +58,7 @@ class TrainConfig:
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
     eval_every: int | None = None  # default: steps // 5
-    eval_limit: int | None = 200  # validation rows scored during training (None = all)
+    eval_limit: int | None = 100  # validation rows scored during training (None = all)
     eval_batch_size: int = 32
     max_length: int | None = 256
     k_shot: int | None = None

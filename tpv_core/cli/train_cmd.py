@@ -27,13 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k-shot", type=int, default=None, help="train on k examples (stratified, seeded)")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--eval-limit", type=int, default=200, help="validation rows scored during training")
+    p.add_argument("--eval-limit", type=int, default=100, help="validation rows scored during training")
     p.add_argument("--chat", action="store_true", help="wrap inputs in the model's chat template (decoders)")
     p.add_argument("--store", default="data/zoo", help="store root (default data/zoo)")
     p.add_argument("--force", action="store_true", help="retrain prompts the store already has")
     p.add_argument("--resume", action="store_true", help="continue stored prompts up to --steps")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(func=cmd_train)
+
+
+def is_secondary_rank() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -71,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             result = tune_prompt(backbone, task, origin, cfg, progress=on_step, resume=resume,
                                  metadata={"command": "tpv " + " ".join(sys.argv[1:])})
             bar.close()
+            if is_secondary_rank():
+                continue  # under torchrun every rank holds the same prompt: rank 0 saves it
             path = store.save(result.prompt)
             done.append({"task": task.name, "origin": origin.id, "path": str(path), **result.prompt.metrics,
                          "steps": result.prompt.metadata["steps"], "wall_time_s": result.prompt.metadata["wall_time_s"]})
