@@ -61,6 +61,7 @@ class TrainConfig:
     eval_limit: int | None = 100  # validation rows scored during training (None = all)
     eval_batch_size: int = 32
     max_length: int | None = 256
+    group_by_length: bool = True  # batches of similar lengths (less padding; benchmarks/README.md)
     k_shot: int | None = None
     data_seed: int = 0
     chat: bool = False
@@ -94,14 +95,19 @@ class Progress:
     steps: int
     loss: float
     lr: float
-    elapsed_s: float
+    elapsed_s: float  # since tune_prompt was called (set-up included)
     val_score: float | None = None
     best_score: float | None = None
+    loop_s: float | None = None  # since the first step of this run began (set-up excluded)
+    first_step: int = 0  # steps already done before this run (resume)
 
     @property
     def eta_s(self) -> float:
-        done = max(self.step, 1)
-        return self.elapsed_s / done * max(self.steps - self.step, 0)
+        """Time left at the rate of this run's steps so far (tokenizing and the initial validation
+        excluded, so the first estimate is not inflated by set-up)."""
+        ran = max(self.step - self.first_step, 1)
+        spent = self.loop_s if self.loop_s is not None else self.elapsed_s
+        return spent / ran * max(self.steps - self.step, 0)
 
 
 @dataclass
@@ -150,6 +156,9 @@ def training_rows(task: "TaskSpec", cfg: TrainConfig, rows: list[dict] | None = 
     return rows
 
 
+GROUP_SPAN = 50  # batches sorted together when grouping by length
+
+
 class _Stream:
     """One task's training data, tokenized once, drawn in a seeded order shared by every process."""
 
@@ -158,11 +167,26 @@ class _Stream:
         self.ids = backbone.tokenize([task.format(r, backbone.family) for r in rows], chat=cfg.chat)
         self.targets = torch.tensor([task.label_of(r) for r in rows], dtype=torch.long)
         self.gen = torch.Generator().manual_seed(seed)
+        self.grouped = cfg.group_by_length
         self.order: list[int] = []
+
+    def _refill(self, global_batch: int) -> list[int]:
+        """One seeded pass over the rows. Length-grouped (what HF calls group_by_length): the pass is cut
+        into spans of ``GROUP_SPAN`` batches, each span sorted by length and cut into batches, and the
+        batches shuffled, so a batch holds rows of similar length (30% padding -> 1% on SST-2)."""
+        perm = torch.randperm(len(self.rows), generator=self.gen).tolist()
+        if not self.grouped:
+            return perm
+        span = GROUP_SPAN * global_batch
+        batches = []
+        for s in range(0, len(perm), span):
+            part = sorted(perm[s : s + span], key=lambda i: len(self.ids[i]))
+            batches += [part[j : j + global_batch] for j in range(0, len(part), global_batch)]
+        return [i for b in torch.randperm(len(batches), generator=self.gen).tolist() for i in batches[b]]
 
     def next_indices(self, global_batch: int, rank: int, batch_size: int) -> list[int]:
         while len(self.order) < global_batch:
-            self.order += torch.randperm(len(self.rows), generator=self.gen).tolist()
+            self.order += self._refill(global_batch)
         chunk, self.order = self.order[:global_batch], self.order[global_batch:]
         return chunk[rank * batch_size : (rank + 1) * batch_size]
 
@@ -255,6 +279,7 @@ def tune_prompt(
         best_score = validate()
         history.append({"step": 0, "loss": None, "lr": 0.0, f"val_{metric}": best_score})
 
+    t_loop = time.perf_counter()
     for step in range(start_step, cfg.steps):
         if cancel is not None and cancel():
             cancelled = True
@@ -280,8 +305,9 @@ def tune_prompt(
         history.append(record)
         done = step + 1
         if progress is not None and rank == 0:
-            progress(Progress(step + 1, cfg.steps, record["loss"], record["lr"], time.perf_counter() - t0, val,
-                              None if best_score == -math.inf else best_score))
+            now = time.perf_counter()
+            progress(Progress(step + 1, cfg.steps, record["loss"], record["lr"], now - t0, val,
+                              None if best_score == -math.inf else best_score, now - t_loop, start_step))
     if best_score == -math.inf:  # no validation: the last prompt is the result
         best, best_step = prompt.detach().clone(), done
 
