@@ -1,0 +1,301 @@
+"""Streamlit glue shared by the pages: session defaults, process-wide caches, export buttons.
+
+Process-wide (``st.cache_resource``, shared by every browser session, read-only after creation):
+the model cache, the job queue, the UMAP warm-up, tokenized validation splits, loaded prompts.
+Per session (``st.session_state``): the store root, selections, slider weights, results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import streamlit as st
+
+from tpv_core import appstate
+from tpv_core.appstate import ModelCache, Warmup
+from tpv_core.jobs import JobQueue
+from tpv_core.store import PromptStore, load_prompt
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------------
+# session
+# --------------------------------------------------------------------------------------------------
+def init_session() -> None:
+    ss = st.session_state
+    if "store_root" not in ss:
+        ss["store_root"] = appstate.default_store_root(APP_DIR)
+    if "results_dir" not in ss:
+        ss["results_dir"] = appstate.default_results_dir(APP_DIR)
+    ss.setdefault("my_jobs", [])
+
+
+def _leave_v1_pages_mode() -> None:
+    """Streamlit treats an app with a ``pages/`` folder as an old-style (v1) multipage app until a run calls
+    ``st.navigation``. When the first visitor of a fresh server opens e.g. ``/train``, that page file runs
+    directly, app.py never does, and the whole server stays in v1 mode (every file of pages/ listed, no
+    titles, icons or wide layout). Switch v1 mode off and rerun: app.py then runs, and its
+    ``st.navigation`` keeps the requested page (same URL path). Rerun at most once per session:
+    AppTest switches the flag back on before every run (and runs page files directly), and a rerun there
+    would swallow the button click of that run."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - a Streamlit without the v1 mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        if not st.session_state.get("_left_v1_mode"):
+            st.session_state["_left_v1_mode"] = True
+            st.rerun()
+
+
+def page_setup() -> None:
+    """First call of every page: session defaults, the run's start time, the shared sidebar."""
+    _leave_v1_pages_mode()
+    st.session_state["_run_started"] = time.perf_counter()  # Combine reports its first-estimate latency from here
+    init_session()
+    umap_warmup()
+    with st.sidebar:
+        st.text_input("Store root", key="store_root",
+                      help="folder of stored prompts: <root>/<backbone>/<task>/<origin>.safetensors")
+        if not Path(store_root()).is_dir():
+            st.caption("This folder does not exist yet; training or importing creates it.")
+        active = job_queue().active()
+        if active:
+            running = sum(j.state == "running" for j in active)
+            st.caption(f":material/pending: {running} job running, {len(active) - running} queued (see Train)")
+        loaded = model_cache().loaded()
+        if loaded:
+            st.caption("Models loaded: " + ", ".join(loaded))
+
+
+def store_root() -> str:
+    return str(st.session_state.get("store_root") or appstate.default_store_root(APP_DIR))
+
+
+def root_key(name: str) -> str:
+    """A widget key tied to the current store root: choices whose options come from the store start from
+    their defaults again when the user points the app at another store."""
+    return f"{name}_{hashlib.sha1(store_root().encode()).hexdigest()[:8]}"
+
+
+def store() -> PromptStore:
+    return PromptStore(store_root())
+
+
+# --------------------------------------------------------------------------------------------------
+# process-wide resources
+# --------------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def model_cache() -> ModelCache:
+    return ModelCache()
+
+
+@st.cache_resource(show_spinner=False)
+def job_queue() -> JobQueue:
+    return JobQueue(loader=model_cache().get)
+
+
+@st.cache_resource(show_spinner=False)
+def umap_warmup() -> Warmup | None:
+    """Start UMAP's JIT warm-up once per process, in the background (None if projection is absent)."""
+    if os.environ.get("TPV_NO_WARMUP"):
+        return None
+    try:
+        from tpv_core import projection
+    except ImportError:
+        return None
+    return Warmup(projection.warm_umap, name="umap-warmup").start()
+
+
+def backbone(name: str):
+    """The shared, read-only backbone ``name`` (loaded once per process, with a visible spinner)."""
+    cache = model_cache()
+    if cache.is_loaded(name):
+        return cache.get(name)
+    box = st.empty()
+    with st.spinner(f"Loading {name} (once per app process)…"):
+        model = cache.get(name, notify=lambda msg: box.caption(f"{name}: {msg}"))
+    box.empty()
+    return model
+
+
+def providers() -> list[Any]:
+    try:
+        from tpv_core.backbones import list_providers
+    except ImportError:
+        return []
+    return list(list_providers())
+
+
+def family_of(name: str) -> str | None:
+    for p in providers():
+        if p.name == name:
+            return p.family
+    cache = model_cache()
+    if cache.is_loaded(name):
+        return cache.get(name).family
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# the store
+# --------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def _index(root: str, signature: tuple) -> tuple[pd.DataFrame, list[str]]:
+    errors: list[str] = []
+    df = PromptStore(root).index(errors=errors)
+    return df, errors
+
+
+def store_index(root: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The store's index (header scan), cached until a file is added, changed or removed."""
+    root = root or store_root()
+    return _index(root, appstate.store_signature(root))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4096)
+def _prompt(path: str, mtime_ns: int, size: int):
+    return load_prompt(path)
+
+
+def prompt_at(path: str):
+    """A stored prompt, loaded once per file version (shared read-only: never mutate it)."""
+    s = os.stat(path)
+    return _prompt(str(path), s.st_mtime_ns, s.st_size)
+
+
+def prompt_label(row: pd.Series | dict) -> str:
+    return f"{row['task']} · {row['origin']}"
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation caches
+# --------------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=256)
+def prepared_split(bb_name: str, task_name: str, split: str, limit: int | None, root: str):
+    """A task split tokenized for a backbone, once per process (the backbone must be loaded)."""
+    from tpv_core.evaluation import prepare_split
+    from tpv_core.tasks import get_task
+
+    bb = model_cache().get(bb_name)
+    return prepare_split(bb, get_task(task_name, root), split, limit=limit)
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def prompt_score(bb_name: str, path: str, mtime_ns: int, task_name: str, split: str, limit: int | None,
+                 root: str) -> dict[str, float]:
+    """Metrics of a stored prompt on a split (cached per file version)."""
+    from tpv_core.evaluation import evaluate
+
+    bb = model_cache().get(bb_name)
+    prep = prepared_split(bb_name, task_name, split, limit, root)
+    res = evaluate(bb, prep.task, prompt_at(path).tensor, prep)
+    return {"main": res.main, "n": res.n, **res.metrics}
+
+
+# --------------------------------------------------------------------------------------------------
+# exports
+# --------------------------------------------------------------------------------------------------
+MIME = {"png": "image/png", "svg": "image/svg+xml", "html": "text/html", "csv": "text/csv", "zip": "application/zip"}
+
+
+def _fig_key(fig) -> str:
+    return hashlib.sha1(fig.to_json().encode()).hexdigest()[:16]
+
+
+def export_buttons(fig, table: pd.DataFrame | None, stem: str, key: str) -> None:
+    """Download buttons: HTML and CSV at once; PNG and SVG rendered on request (they need Chromium,
+    through kaleido) with a clear message when it is missing."""
+    from tpv_core import plots
+
+    cols = st.columns([1, 1, 1.3, 3])
+    # HTML inlines plotly.js (~5 MB, works offline): made on click, not on every rerun
+    cols[0].download_button("HTML", data=lambda: plots.export_figure(fig, "html"), file_name=f"{stem}.html",
+                            mime=MIME["html"], key=f"{key}_html", on_click="ignore", icon=":material/download:")
+    if table is not None:
+        cols[1].download_button("CSV", data=plots.export_table(table), file_name=f"{stem}.csv", mime=MIME["csv"],
+                                key=f"{key}_csv", on_click="ignore", icon=":material/download:")
+    if not plots.static_export_available():
+        cols[3].warning(f"PNG/SVG: {plots.NO_BROWSER_MSG}", icon=":material/warning:")
+        return
+    state = st.session_state.setdefault("_static_exports", {})
+    fkey = f"{key}:{_fig_key(fig)}"
+    if fkey not in state:
+        if cols[2].button("PNG / SVG…", key=f"{key}_render", help="render static images with Chromium (~2 s)"):
+            try:
+                with st.spinner("Rendering PNG and SVG…"):
+                    state.clear()  # keep only the latest figure's images in this session
+                    state[fkey] = plots.render_static([fig], ["png", "svg"])[0]
+            except plots.ExportUnavailableError as exc:
+                state[fkey] = {"error": str(exc)}
+    if fkey in state:
+        got = state[fkey]
+        if "error" in got:
+            cols[3].warning(f"PNG/SVG export failed: {got['error']}", icon=":material/warning:")
+        else:
+            sub = cols[2].columns(2)
+            sub[0].download_button("PNG", data=got["png"], file_name=f"{stem}.png", mime=MIME["png"],
+                                   key=f"{key}_png", on_click="ignore")
+            sub[1].download_button("SVG", data=got["svg"], file_name=f"{stem}.svg", mime=MIME["svg"],
+                                   key=f"{key}_svg", on_click="ignore")
+
+
+def need_module(name: str) -> Any | None:
+    """Import ``tpv_core.<name>`` or tell the user it is not available in this build."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"tpv_core.{name}")
+    except ImportError as exc:
+        st.info(f"`tpv_core.{name}` is not available in this installation ({exc}).", icon=":material/info:")
+        return None
+
+
+def error_box(exc: BaseException, what: str) -> None:
+    st.error(f"{what}: {exc}", icon=":material/error:")
+
+
+def seeds_from_text(text: str) -> list[int]:
+    from tpv_core.cli.common import parse_seeds
+
+    return sorted(dict.fromkeys(parse_seeds([text])))
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    m, s = divmod(seconds, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def selected_backbone(df: pd.DataFrame, key: str, label: str = "Backbone", container: Any = st) -> str | None:
+    """A backbone picker over the backbones the store holds, remembered per session."""
+    names = sorted(df["backbone"].unique()) if not df.empty else []
+    if not names:
+        return None
+    pref = st.session_state.get("backbone")
+    index = names.index(pref) if pref in names else 0
+    name = container.selectbox(label, names, index=index, key=key)
+    st.session_state["backbone"] = name
+    return name
+
+
+def run_with(fn: Callable[[], Any], what: str) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - shown to the user
+        error_box(exc, what)
+        return None

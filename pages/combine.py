@@ -1,0 +1,200 @@
+"""Combine: weighted sums of task prompt vectors, evaluated live as the sliders move."""
+
+import os
+import time
+
+import pandas as pd
+import streamlit as st
+
+from pages import _ui as ui
+from tpv_core import appstate
+from tpv_core.prompts import PromptMismatchError, SoftPrompt
+from tpv_core.tasks import is_builtin, list_tasks
+
+ui.page_setup()
+st.title("Combine task prompt vectors")
+root = ui.store_root()
+df, _ = ui.store_index(root)
+combine = ui.need_module("combine")
+if df.empty:
+    st.info(f"No prompts in `{root}`: train or import some first.", icon=":material/info:")
+    st.stop()
+if combine is None:
+    st.stop()
+
+# ---------------------------------------------------------------------------------------- choices
+c1, c2, c3 = st.columns([1, 1, 1])
+bb_name = ui.selected_backbone(df, key="cmb_bb", container=c1)
+dfb = df[df["backbone"] == bb_name]
+origins = sorted(dfb["origin"].unique(), key=lambda o: (dfb.loc[dfb["origin"] == o, "seed"].iloc[0], o))
+origin_id = c2.selectbox("Origin P0", origins, key=ui.root_key(f"cmb_origin_{bb_name}"),
+                         help="the stored origin the sum is applied to")
+methods = list(combine.MERGE_METHODS)
+method = c3.selectbox("Method", methods, index=methods.index("sum") if "sum" in methods else 0, key="cmb_method",
+                      help="sum: P0 + Σ wᵢ τᵢ (the paper); others are merge methods over the weighted vectors")
+
+vec_rows = {f"{r.task} · {r.origin}": r for r in dfb.itertuples()}
+same_origin = [k for k, r in vec_rows.items() if r.origin == origin_id and not str(r.task).startswith("combo:")]
+vectors_sel = st.multiselect("Task prompt vectors", list(vec_rows), default=same_origin[:2],
+                             key=ui.root_key(f"cmb_vecs_{bb_name}_{origin_id}"),  # each origin remembers its own choice
+                             help="τ = P − P0 of stored prompts; vectors from another origin are allowed "
+                                  "(cross-origin) when their shapes match")
+known_tasks = [t.name for t in list_tasks(root)]
+vec_tasks = [vec_rows[v].task for v in vectors_sel]
+default_eval = [t for t in dict.fromkeys(vec_tasks) if t in known_tasks]
+c1, c2 = st.columns([3, 1])
+eval_tasks = c1.multiselect("Evaluate on", known_tasks, default=default_eval, key=ui.root_key(f"cmb_eval_{bb_name}"))
+ROW_CHOICES = ["all", 500, 200, 100, 50]
+env_rows = appstate.default_combine_rows()  # $TPV_COMBINE_ROWS: a smaller default for slow machines
+if env_rows not in ROW_CHOICES:
+    ROW_CHOICES.append(env_rows)
+limit_choice = c2.selectbox("Validation rows", ROW_CHOICES, key="cmb_limit",
+                            index=ROW_CHOICES.index(env_rows) if env_rows in ROW_CHOICES else 0,
+                            help="the estimate refines batch by batch up to this many rows of each task's "
+                                 "(shuffled) validation split")
+limit = None if limit_choice == "all" else int(limit_choice)
+if not vectors_sel:
+    st.info("Pick at least one vector.")
+    st.stop()
+
+# ---------------------------------------------------------------------------------------- sliders
+st.markdown("**Weights**")
+weights = []
+cols = st.columns(min(len(vectors_sel), 4))
+for i, label in enumerate(vectors_sel):
+    r = vec_rows[label]
+    w = cols[i % len(cols)].slider(label, min_value=-1.0, max_value=2.0, value=1.0, step=0.05,
+                                   key=f"w_{bb_name}_{r.task}_{r.origin}")
+    weights.append(float(w))
+
+try:
+    prompts = [ui.prompt_at(vec_rows[v].path) for v in vectors_sel]
+    origin = next(ui.prompt_at(r.path) for r in dfb.itertuples() if r.origin == origin_id).origin
+    vectors = [p.vector() for p in prompts]
+    tau = combine.MERGE_METHODS[method](vectors, weights)
+    combined = tau.apply_to(origin)
+except (PromptMismatchError, ValueError) as exc:
+    ui.error_box(exc, "cannot combine these vectors")
+    st.stop()
+st.caption(f"P = P0({origin.id}) + {tau.label} · ‖τ‖ = {tau.norm():.3f} · L={origin.length}, d={origin.dim}")
+
+# ---------------------------------------------------------------------------------------- live evaluation
+try:
+    bb = ui.backbone(bb_name)
+except Exception as exc:  # noqa: BLE001 - e.g. a hub model while offline, a missing model package
+    ui.error_box(exc, f"cannot load {bb_name}")
+    st.stop()
+status = st.empty()
+table = st.empty()
+singles = {t: dfb[(dfb["task"] == t) & (dfb["origin"] == origin_id)] for t in eval_tasks}
+
+
+def render(results: dict, single_scores: dict) -> pd.DataFrame:
+    rows = []
+    for t in eval_tasks:
+        res = results.get(t)
+        rows.append({
+            "task": t,
+            "combined": None if res is None else res["main"],
+            "rows scored": "–" if res is None else f"{res['n']}/{res['total']}",
+            "single-task (same origin)": single_scores.get(t),
+        })
+    out = pd.DataFrame(rows)
+    out["Δ vs single"] = out["combined"] - out["single-task (same origin)"]
+    table.dataframe(out, hide_index=True, width="stretch",
+                    column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                   for c in ("combined", "single-task (same origin)", "Δ vs single")})
+    return out
+
+
+if not eval_tasks:
+    st.info("Pick the tasks to evaluate on.")
+else:
+    key = (bb_name, origin_id, tuple(vec_rows[v].path for v in vectors_sel), tuple(weights), method,
+           tuple(eval_tasks), limit, root)
+    cache = st.session_state.setdefault("combo_cache", {})
+    single_scores: dict = {}
+    if key in cache:
+        results = cache[key]
+    else:
+        t_run = st.session_state.get("_run_started", time.perf_counter())
+        results = {}
+        try:
+            prepared = {t: ui.prepared_split(bb_name, t, "validation", limit, root) for t in eval_tasks}
+            total = sum(len(p) for p in prepared.values())
+            first = None
+            for name, res in appstate.interleaved_evaluation(bb, combined, prepared, batch_size=16):
+                results[name] = {"main": res.main, "n": res.n, "total": res.total, **res.metrics}
+                render(results, single_scores)
+                done = sum(r["n"] for r in results.values())
+                if first is None:
+                    first = time.perf_counter() - t_run
+                    st.session_state["combine_first_estimate_s"] = first
+                status.caption(f":material/hourglass_top: estimating… {done}/{total} validation rows "
+                               f"(first estimate after {first:.2f} s)")
+            full = time.perf_counter() - t_run
+            st.session_state["combine_full_s"] = full
+        except Exception as exc:  # noqa: BLE001
+            ui.error_box(exc, "evaluation failed")
+            st.stop()
+        if len(cache) > 64:
+            cache.pop(next(iter(cache)))
+        cache[key] = {**results, "_timing": {"first_s": first, "full_s": full}}
+        results = cache[key]
+    # single-task prompts from the same origin (cached per file; the first time costs one evaluation each)
+    status.caption(":material/hourglass_top: scoring the single-task prompts for comparison…")
+    for t in eval_tasks:
+        if not singles[t].empty:
+            path = singles[t].iloc[0]["path"]
+            sc = ui.run_with(lambda path=path, t=t: ui.prompt_score(bb_name, path, os.stat(path).st_mtime_ns, t,
+                                                                    "validation", limit, root),
+                             f"scoring the single-task {t} prompt")
+            if sc is not None:
+                single_scores[t] = sc["main"]
+    out = render(results, single_scores)
+    timing = results.get("_timing", {})
+    total = sum(r["total"] for k, r in results.items() if k != "_timing")
+    msg = (f":material/check: full validation split: {total} rows" if limit is None
+           else f":material/check: done: {total} validation rows (up to {limit} per task)")
+    if timing:
+        msg += f" · first estimate after {timing['first_s']:.2f} s, all rows after {timing['full_s']:.1f} s"
+    status.caption(msg)
+    st.session_state["combine_table"] = out
+
+    # ------------------------------------------------------------------------------------ save / export
+    st.subheader("Keep this combination")
+    terms = tau.terms
+    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    default_name = appstate.combo_task_name(terms)
+    # keyed by the default: the suggested name follows the weights until the user types their own
+    name = c1.text_input("Task name in the store", value=default_name, key=f"cmb_name_{default_name}",
+                         help="the weights, vectors and origin are stored in the prompt's metadata")
+    meta = {
+        "source": "combination",
+        "combination": {"method": method, "terms": [[t, w] for t, w in terms],
+                        "vectors": [{"task": p.task, "origin": p.origin.id, "weight": w}
+                                    for p, w in zip(prompts, weights, strict=True)],
+                        "origin": origin.id, "label": tau.label},
+        "metrics": {f"val_{r['task']}": r["combined"] for r in out.to_dict("records") if r["combined"] is not None},
+        "backbone_model_id": getattr(bb, "model_id", None),
+        "backbone_family": bb.family,
+        "steps": 0,
+    }
+    if c2.button("Save to store", type="primary", icon=":material/save:", key="cmb_save", disabled=not name):
+        try:
+            sp = SoftPrompt(combined.detach().float().cpu(), origin, name, bb_name, meta)
+            replaced = ui.store().exists(bb_name, name, origin.id)
+            path = ui.store().save(sp)
+            st.toast(f"{'Replaced' if replaced else 'Saved'} {name} ({origin.id}) in {path}", icon=":material/check:")
+        except Exception as exc:  # noqa: BLE001
+            ui.error_box(exc, "cannot save")
+    zip_bytes = appstate.peft_zip(combined, base_model=getattr(bb, "model_id", None) or bb_name, family=bb.family,
+                                  origin=origin, metadata={**meta, "task": name, "backbone": bb_name},
+                                  name=f"{bb_name}_{name}_{origin.id}")
+    c3.download_button("PEFT adapter (.zip)", data=zip_bytes,
+                       file_name=f"{appstate.adapter_name(f'{bb_name}_{name}_{origin.id}')}.zip",
+                       mime="application/zip", key="cmb_export", on_click="ignore", icon=":material/download:")
+    if all(singles[t].empty for t in eval_tasks):
+        st.caption(f"No single-task prompt from {origin_id} for these tasks: train them to compare.")
+    if not all(is_builtin(t) for t in eval_tasks):
+        st.caption("Custom tasks are evaluated on their own validation split.")

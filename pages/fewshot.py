@@ -1,0 +1,183 @@
+"""Few-shot: run the few-shot initialisation experiment (small budgets, in the job queue) or load its
+results, and plot the score against k for each initialisation with confidence intervals."""
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pages import _ui as ui
+from tpv_core.jobs import FAILED, QUEUED, RUNNING
+
+ui.page_setup()
+st.title("Few-shot initialisation")
+st.caption("A target task tuned on k examples from different initialisations with one budget: random P0, a source "
+           "task's prompt (SPoT), a multi-task prompt, or P0 + the sum of the sources' task prompt vectors (TPV).")
+root = ui.store_root()
+queue = ui.job_queue()
+RUNS, SUMMARY = "fewshot_runs.csv", "fewshot_summary.csv"
+SUMMARY_COLS = ["target", "k", "init", "mean", "std", "n", "ci_low", "ci_high"]
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    from tpv_core.experiments.common import summarize as _summarize
+
+    return _summarize(runs, ["target", "k", "init"], "score")
+
+
+def read_results(folder: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    runs = pd.read_csv(folder / RUNS) if (folder / RUNS).is_file() else None
+    summary = pd.read_csv(folder / SUMMARY) if (folder / SUMMARY).is_file() else None
+    if summary is None and runs is not None:
+        summary = summarize(runs)
+    return summary, runs
+
+
+def read_upload(files) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    summary = runs = None
+    for f in files:
+        df = pd.read_csv(io.BytesIO(f.getvalue()))
+        if {"seed", "score"} <= set(df.columns):
+            runs = df
+        elif set(SUMMARY_COLS) <= set(df.columns):
+            summary = df
+        else:
+            st.warning(f"{f.name}: neither a few-shot summary ({', '.join(SUMMARY_COLS)}) nor a runs table "
+                       "(target, k, init, seed, score)")
+    if summary is None and runs is not None:
+        summary = summarize(runs)
+    return summary, runs
+
+
+tab_results, tab_run = st.tabs(["Results", "Run"])
+
+# ---------------------------------------------------------------------------------------- results
+with tab_results:
+    st.session_state.setdefault("fs_dir", str(Path(st.session_state["results_dir"]) / "fewshot"))
+    if "fs_dir_next" in st.session_state:  # a finished run points the results view at its folder
+        st.session_state["fs_dir"] = st.session_state.pop("fs_dir_next")
+    c1, c2 = st.columns([2, 1])
+    folder = Path(c1.text_input("Results folder", key="fs_dir",
+                                help=f"a folder written by `tpv experiment fewshot --out ...` ({RUNS}, {SUMMARY})"))
+    uploads = c2.file_uploader("…or upload the CSVs", type=["csv"], accept_multiple_files=True, key="fs_upload")
+    summary, runs = read_upload(uploads) if uploads else read_results(folder)
+    if summary is None or summary.empty:
+        st.info(f"No few-shot results in `{folder}` yet: run the experiment in the **Run** tab, with "
+                "`tpv experiment fewshot`, or upload its CSVs.", icon=":material/info:")
+    else:
+        targets = list(dict.fromkeys(summary["target"]))
+        target = st.selectbox("Target task", targets, key="fs_target") if len(targets) > 1 else targets[0]
+        sub = summary[summary["target"] == target].sort_values(["init", "k"])
+        plots = ui.need_module("plots")
+        if plots is not None:
+            fig = plots.fewshot_curve(sub)
+            st.plotly_chart(fig, width="stretch", key="fs_chart")
+            ui.export_buttons(fig, sub, f"fewshot_{target}", key="fs_export")
+        st.dataframe(sub, hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                    for c in ("mean", "std", "ci_low", "ci_high")})
+        st.caption("Intervals: 95% t-intervals of the mean over origin seeds (n per point).")
+        if runs is not None:
+            with st.expander(f"{len(runs)} individual runs"):
+                st.dataframe(runs, hide_index=True, width="stretch")
+
+# ---------------------------------------------------------------------------------------- run
+with tab_run:
+    from tpv_core.experiments.fewshot import GROUPS, INITS
+
+    df, _ = ui.store_index(root)
+    if df.empty:
+        st.info(f"The experiment needs source prompts in the store (`{root}`).", icon=":material/info:")
+    else:
+        c1, c2, c3 = st.columns(3)
+        bb_name = ui.selected_backbone(df, key="fs_bb", container=c1)
+        dfb = df[(df["backbone"] == bb_name) & ~df["task"].astype(str).str.startswith("combo:")]
+        from tpv_core.tasks import list_tasks
+
+        all_tasks = [t.name for t in list_tasks(root)]
+        stored = sorted(dfb["task"].unique())
+        group = next((g for g in GROUPS.values() if set(g[0]) <= set(stored)), None)
+        tgt_default = group[1][0] if group else next((t for t in all_tasks if t not in stored), all_tasks[0])
+        target = c2.selectbox("Target task", all_tasks, index=all_tasks.index(tgt_default), key="fs_run_target")
+        sources = c3.multiselect("Source tasks (stored prompts)", [t for t in stored if t != target],
+                                 default=[t for t in (group[0] if group else stored[:2]) if t != target],
+                                 key=ui.root_key("fs_sources"))
+        c1, c2, c3, c4, c5 = st.columns(5)
+        ks = c1.multiselect("k (shots)", [0, 5, 10, 25, 50, 100, 250, 500, 1000], default=[0, 5, 10], key="fs_ks")
+        inits = c2.multiselect("Initialisations", list(INITS), default=["random", "spot", "tpv"], key="fs_inits",
+                               help="multitask tunes a prompt on the union of the sources first (slow) unless the "
+                                    "store has one")
+        steps = int(c3.number_input("Steps per run", min_value=1, value=20, key="fs_steps"))
+        limit = int(c4.number_input("Test rows", min_value=16, value=200, step=16, key="fs_limit"))
+        val_rows = int(c5.number_input("Validation rows", min_value=8, value=64, step=8, key="fs_val",
+                                       help="scored twice per run to keep the best prompt"))
+        seed_sets = [set(dfb.loc[dfb["task"] == s, "seed"]) for s in sources]
+        seeds_avail = sorted(set.intersection(*seed_sets)) if seed_sets else []
+        seeds = st.multiselect("Origin seeds (common to the sources)", seeds_avail, default=seeds_avail[:2],
+                               key=ui.root_key("fs_seeds"))
+        out_dir = st.text_input("Output folder", value=str(Path(st.session_state["results_dir"]) / "fewshot"),
+                                key="fs_out", help="re-running resumes from its CSV")
+        n_inits = len(inits) + (len(sources) - 1 if "spot" in inits else 0)
+        n_runs = len(ks) * n_inits * len(seeds)
+        st.caption(f"{n_runs} runs ({len(ks)} k × {n_inits} inits × {len(seeds)} seeds), each {steps} steps + "
+                   f"{limit} test rows; it runs in the job queue, after any training job.")
+        if st.button("Run the experiment", type="primary", icon=":material/play_arrow:", key="fs_go",
+                     disabled=not (sources and ks and inits and seeds)):
+            from tpv_core.experiments.fewshot import run_fewshot
+            from tpv_core.jobs import JobCancelled
+            from tpv_core.store import PromptStore
+            from tpv_core.training import TrainConfig
+
+            models = ui.model_cache()
+            args = dict(bb=bb_name, target=target, sources=list(sources), out=out_dir, ks=list(ks),
+                        seeds=list(seeds), inits=list(inits), steps=steps, limit=limit, val_rows=val_rows, root=root)
+
+            def job(ctx, a=args):
+                bb = models.get(a["bb"])
+                done = [0]
+
+                def progress(msg: str) -> None:
+                    if ctx.cancelled():
+                        raise JobCancelled()
+                    if " k=" in msg:
+                        done[0] += 1
+                    ctx.update(item=min(done[0], n_runs), step=done[0], steps=n_runs, message=msg)
+
+                res = run_fewshot(bb, PromptStore(a["root"]), a["target"], a["sources"], a["out"], ks=a["ks"],
+                                  seeds=a["seeds"], inits=a["inits"], split="test", limit=a["limit"],
+                                  config=TrainConfig(steps=a["steps"], eval_limit=a["val_rows"],
+                                                     eval_every=max(1, a["steps"] // 2)),
+                                  progress=progress)
+                return {"out": a["out"], "notes": res.notes}
+
+            job_id = queue.submit_callable(job, f"few-shot {target} ← {' + '.join(sources)} on {bb_name}",
+                                           kind="fewshot", items=n_runs)
+            st.session_state["my_jobs"] = [*st.session_state["my_jobs"], job_id]
+            st.session_state["fs_job"] = job_id
+
+        job_id = st.session_state.get("fs_job")
+
+        @st.fragment(run_every=1 if queue.active() else None)
+        def fs_progress() -> None:
+            if job_id is None:
+                return
+            try:
+                j = queue.get(job_id)
+            except KeyError:
+                return
+            if j.state in (QUEUED, RUNNING):
+                st.progress(j.fraction, text=f"{j.state}: {j.message or 'waiting'} · {ui.fmt_s(j.elapsed_s)}")
+                if st.button("Cancel", key="fs_cancel", icon=":material/stop:"):
+                    queue.cancel(job_id)
+            elif j.state == FAILED:
+                st.error(j.error or "failed")
+            else:
+                st.success(f"{j.state}: results in `{(j.result or {}).get('out', out_dir)}` "
+                           "(shown in the Results tab)" if j.state == "done" else j.state)
+                if j.state == "done" and st.session_state.get("fs_shown") != job_id:
+                    st.session_state["fs_shown"] = job_id
+                    st.session_state["fs_dir_next"] = (j.result or {}).get("out", out_dir)
+                    st.rerun(scope="app")
+
+        fs_progress()

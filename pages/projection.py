@@ -1,0 +1,116 @@
+"""Projection: UMAP (and PCA) of task prompt vectors, coloured by task, marker by origin, one panel per
+backbone; and the cross-model geometry number (do two backbones arrange the tasks alike?)."""
+
+import itertools
+import os
+
+import pandas as pd
+import streamlit as st
+
+from pages import _ui as ui
+from tpv_core import plots, projection
+from tpv_core import similarity as sim
+
+ui.page_setup()
+st.title("Projection")
+root = ui.store_root()
+df, _ = ui.store_index(root)
+if df.empty:
+    st.info(f"No prompts in `{root}`: train or import some first.", icon=":material/info:")
+    st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def projected(paths: tuple[str, ...], signature: tuple, what: str, method: str, n_neighbors: int):
+    items = sim.collect([ui.prompt_at(p) for p in paths], what)
+    return projection.project(items, method=method, n_neighbors=n_neighbors)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def task_matrices(paths: tuple[str, ...], signature: tuple, definition: str) -> dict[str, pd.DataFrame]:
+    pairs = sim.similarity_table(sim.collect([ui.prompt_at(p) for p in paths], "vector"), definition)
+    agg = sim.by_task(pairs, same_origin="exclude")
+    return {bb: sim.matrix(agg, bb, "mean", definition) for bb in agg["backbone"].unique()}
+
+
+# ---------------------------------------------------------------------------------------- controls
+c1, c2, c3 = st.columns(3)
+backbones = sorted(df["backbone"].unique())
+bbs = c1.multiselect("Backbones (one panel each)", backbones, default=backbones, key=ui.root_key("proj_bbs"))
+real_tasks = sorted(t for t in df["task"].unique() if not str(t).startswith("combo:"))
+tasks = c2.multiselect("Tasks", sorted(df["task"].unique()), default=real_tasks, key=ui.root_key("proj_tasks"))
+origins = sorted(df["origin"].unique())
+chosen_origins = c3.multiselect("Origins", origins, default=origins, key=ui.root_key("proj_origins"))
+c1, c2, c3 = st.columns(3)
+method = c1.radio("Method", ["umap", "pca"], horizontal=True, key="proj_method",
+                  format_func={"umap": "UMAP (cosine)", "pca": "PCA"}.get)
+what = c2.radio("Project", ["vector", "prompt"], horizontal=True, key="proj_what",
+                format_func={"vector": "vectors τ = P − P0", "prompt": "prompts P"}.get)
+n_neighbors = int(c3.slider("UMAP neighbours", 2, 50, 15, key="proj_nn", disabled=method != "umap",
+                            help="clamped to the number of points − 1"))
+
+sel = df[df["backbone"].isin(bbs) & df["task"].isin(tasks) & df["origin"].isin(chosen_origins)]
+if sel.empty:
+    st.info("Nothing selected.")
+    st.stop()
+paths = tuple(sel["path"])
+sig = tuple(os.stat(p).st_mtime_ns for p in paths)
+what_label = {"vector": "task prompt vectors", "prompt": "soft prompts"}[what]
+
+
+def show(coords: pd.DataFrame, note: str, used: str) -> None:
+    fig = plots.projection_scatter(coords, title=f"{used.upper()} of {len(coords)} {what_label}")
+    st.plotly_chart(fig, width="content", key="proj_chart")
+    st.caption(note)
+    ui.export_buttons(fig, coords, f"projection_{used}_{what}", key="proj_export")
+
+
+# ---------------------------------------------------------------------------------------- the figure
+pca = projected(paths, sig, what, "pca", n_neighbors)
+warm = ui.umap_warmup()
+if method == "pca":
+    show(*pca, "pca")
+elif warm is None or warm.ready.is_set():
+    with st.spinner("UMAP…"):
+        show(*projected(paths, sig, what, "umap", n_neighbors), "umap")
+else:
+    @st.fragment(run_every=1)
+    def umap_pending() -> None:
+        if warm.ready.is_set():
+            st.rerun(scope="app")
+        st.info("UMAP is warming up in the background (its first fit in a process takes 10–20 s); showing PCA "
+                "until it is ready.", icon=":material/hourglass_top:")
+
+    umap_pending()
+    show(*pca, "pca")
+
+# ---------------------------------------------------------------------------------------- cross-model geometry
+st.subheader("Cross-model geometry")
+definition = st.radio("Cosine of", sim.DEFINITIONS, horizontal=True, key="proj_geo_def",
+                      format_func={"flat": "flattened L×d", "token-mean": "token mean (d)"}.get)
+if len(bbs) < 2:
+    st.caption("Prompts of different backbones live in different spaces (widths differ), so they are compared "
+               "through their geometry: the correlation of the backbones' task × task similarity matrices "
+               "(Spearman, Mantel permutation p-value). Select prompts of at least two backbones.")
+else:
+    geo_sel = df[df["backbone"].isin(bbs) & df["task"].isin(tasks) & df["origin"].isin(chosen_origins)]
+    mats = task_matrices(tuple(geo_sel["path"]), tuple(os.stat(p).st_mtime_ns for p in geo_sel["path"]), definition)
+    rows = []
+    for a, b in itertools.combinations([bb for bb in bbs if bb in mats], 2):
+        try:
+            g = sim.geometry_correlation(mats[a], mats[b])
+            rows.append({"backbone A": a, "backbone B": b, "r (Spearman)": g["r"], "p (Mantel)": g["p_value"],
+                         "shared tasks": g["n_tasks"], "task pairs": g["n_pairs"]})
+        except ValueError as exc:
+            rows.append({"backbone A": a, "backbone B": b, "note": str(exc)})
+    if not rows:
+        st.caption("Need task similarities for at least two backbones (two origins per task).")
+    else:
+        geo = pd.DataFrame(rows)
+        if len(geo) == 1 and "r (Spearman)" in geo and pd.notna(geo["r (Spearman)"].iloc[0]):
+            r = geo.iloc[0]
+            st.metric(f"{r['backbone A']} vs {r['backbone B']}: geometry correlation", f"{r['r (Spearman)']:.3f}",
+                      help=f"p = {r['p (Mantel)']:.3g} over {int(r['shared tasks'])} shared tasks")
+        st.dataframe(geo, hide_index=True, width="stretch")
+        st.download_button("CSV", data=plots.export_table(geo), file_name=f"geometry_{definition}.csv",
+                           mime="text/csv", key="proj_geo_csv", on_click="ignore", icon=":material/download:")

@@ -1,0 +1,114 @@
+"""Similarity: cosine heatmaps of task prompt vectors (or prompts) across tasks, origins and backbones."""
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from pages import _ui as ui
+from tpv_core import plots
+from tpv_core import similarity as sim
+from tpv_core.prompts import PromptMismatchError
+
+ui.page_setup()
+st.title("Cosine similarity")
+root = ui.store_root()
+df, _ = ui.store_index(root)
+if df.empty:
+    st.info(f"No prompts in `{root}`: train or import some first.", icon=":material/info:")
+    st.stop()
+
+
+@st.cache_data(show_spinner="Computing cosine similarities…", max_entries=32)
+def pair_table(paths: tuple[str, ...], signature: tuple, what: str, definition: str) -> pd.DataFrame:
+    return sim.similarity_table(sim.collect([ui.prompt_at(p) for p in paths], what), definition)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def item_matrix(paths: tuple[str, ...], signature: tuple, what: str, definition: str) -> pd.DataFrame:
+    return sim.per_item_matrix(sim.collect([ui.prompt_at(p) for p in paths], what), definition)
+
+
+# ---------------------------------------------------------------------------------------- controls
+c1, c2, c3 = st.columns(3)
+backbones = sorted(df["backbone"].unique())
+bbs = c1.multiselect("Backbones", backbones, default=backbones, key=ui.root_key("sim_bbs"))
+real_tasks = sorted(t for t in df["task"].unique() if not str(t).startswith("combo:"))
+tasks = c2.multiselect("Tasks", sorted(df["task"].unique()), default=real_tasks, key=ui.root_key("sim_tasks"))
+origins = sorted(df["origin"].unique())
+chosen_origins = c3.multiselect("Origins", origins, default=origins, key=ui.root_key("sim_origins"))
+
+c1, c2, c3, c4 = st.columns(4)
+definition = c1.radio("Cosine of", sim.DEFINITIONS, horizontal=True, key="sim_def",
+                      format_func={"flat": "flattened L×d", "token-mean": "token mean (d)"}.get,
+                      help="flat: cosine of the flattened tensors (positions matter); token-mean: cosine of the "
+                           "mean over the L prompt rows")
+what = c2.radio("Compare", ["vector", "prompt"], horizontal=True, key="sim_what",
+                format_func={"vector": "vectors τ = P − P0", "prompt": "prompts P"}.get)
+view = c3.radio("Aggregate", ["task", "item"], horizontal=True, key="sim_view",
+                format_func={"task": "by task", "item": "per (task, origin)"}.get)
+same = c4.selectbox("Same-origin pairs", sim.SAME_ORIGIN_MODES, key="sim_same", disabled=view != "task",
+                    help="exclude: average only pairs from different origins (the default); only: pairs that "
+                         "share P0; include: all pairs")
+show_numbers = st.toggle("Numbers in cells", value=True, key="sim_numbers")
+
+sel = df[df["backbone"].isin(bbs) & df["task"].isin(tasks) & df["origin"].isin(chosen_origins)]
+if len(sel) < 2:
+    st.info("Select at least two prompts to compare.")
+    st.stop()
+sig = tuple(os.stat(p).st_mtime_ns for p in sel["path"])
+
+# ---------------------------------------------------------------------------------------- heatmaps
+label = {"vector": "task prompt vectors", "prompt": "soft prompts"}[what]
+try:
+    if view == "task":
+        pairs = pair_table(tuple(sel["path"]), sig, what, definition)
+        if pairs.empty:
+            st.info("No comparable pairs (each backbone needs two prompts of the same shape).")
+            st.stop()
+        agg = sim.by_task(pairs, same_origin=same)
+        order = [t for t in tasks if t in set(pairs["task_a"]) | set(pairs["task_b"])]
+        mats, ns, stds = {}, {}, {}
+        for bb in [b for b in bbs if b in set(agg["backbone"])]:
+            mats[bb] = sim.matrix(agg, bb, "mean", definition, tasks=[t for t in order if t in set(
+                agg.loc[agg["backbone"] == bb, "task_a"])])
+            ns[bb] = sim.matrix(agg, bb, "n", definition, tasks=list(mats[bb].index))
+            stds[bb] = sim.matrix(agg, bb, "std", definition, tasks=list(mats[bb].index))
+        title = f"Cosine ({definition}) of {label}, mean over {same.replace('exclude', 'cross-origin')} pairs"
+        if len(mats) == 1:
+            (bb, m), = mats.items()
+            fig = plots.heatmap(m, title=f"{bb}: {title}", text=show_numbers, n=ns[bb], std=stds[bb])
+        else:
+            fig = plots.heatmap_grid(mats, title=title, text=show_numbers, n=ns, std=stds)
+        table = agg
+        stem = f"similarity_by_task_{definition}_{what}"
+    else:
+        mats = {}
+        for bb in bbs:
+            part = sel[sel["backbone"] == bb].sort_values(["task", "seed"])
+            if len(part) >= 2:
+                mats[bb] = item_matrix(tuple(part["path"]), tuple(os.stat(p).st_mtime_ns for p in part["path"]),
+                                       what, definition)
+        if not mats:
+            st.info("Each backbone needs at least two prompts.")
+            st.stop()
+        title = f"Cosine ({definition}) of {label}, per (task, origin)"
+        if len(mats) == 1:
+            (bb, m), = mats.items()
+            fig = plots.heatmap(m, title=f"{bb}: {title}", text=show_numbers and len(m) <= 24)
+        else:
+            fig = plots.heatmap_grid(mats, title=title, text=show_numbers and max(len(m) for m in mats.values()) <= 24)
+        table = pair_table(tuple(sel["path"]), sig, what, definition)
+        stem = f"similarity_per_item_{definition}_{what}"
+except PromptMismatchError as exc:
+    st.warning(f"These prompts cannot be compared this way: {exc}. Try the token-mean cosine or one prompt "
+               "length.", icon=":material/warning:")
+    st.stop()
+
+st.plotly_chart(fig, width="content", key="sim_chart")
+ui.export_buttons(fig, table, stem, key="sim_export")
+if view == "task":
+    st.caption("Hover a cell for the mean cosine, its std and the number of pairs n. The diagonal compares "
+               "different origins of the same task.")
+with st.expander("Pairs table"):
+    st.dataframe(table, hide_index=True, width="stretch")

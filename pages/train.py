@@ -1,0 +1,149 @@
+"""Train: tune soft prompts for tasks x origins as background jobs (one at a time), into the store."""
+
+import streamlit as st
+
+from pages import _ui as ui
+from tpv_core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, TrainSpec
+from tpv_core.tasks import list_tasks
+from tpv_core.training import FAMILY_DEFAULTS, TrainConfig
+
+ui.page_setup()
+st.title("Train soft prompts")
+root = ui.store_root()
+queue = ui.job_queue()
+
+# ---------------------------------------------------------------------------------------- form
+provs = ui.providers()
+offline = [p.name for p in provs if getattr(p, "offline_available", True)]
+names = offline or [p.name for p in provs] or ["minilm-l6"]
+fam_of = {p.name: p.family for p in provs}
+
+c1, c2 = st.columns([1, 2])
+pref = st.session_state.get("backbone") or "minilm-l6"
+bb_choice = c1.selectbox("Backbone", [*names, "hub model…"], key="train_bb",
+                         index=names.index(pref) if pref in names else 0,
+                         help="embedded offline models first; a hub id needs network access")
+bb_name = bb_choice
+if bb_choice == "hub model…":
+    bb_name = c1.text_input("Hub model id or folder", key="train_hub_id", placeholder="google/t5-base-lm-adapt")
+family = fam_of.get(bb_name) or ui.family_of(bb_name) or "decoder"
+defaults = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["decoder"])
+all_tasks = [t.name for t in list_tasks(root)]
+tasks = c2.multiselect("Tasks", all_tasks, key="train_tasks", placeholder="choose one or more tasks")
+
+c1, c2, c3, c4 = st.columns(4)
+seeds_text = c1.text_input("Origins (seeds)", value="0", key="train_seeds", help="e.g. 0 1 2, 0-2 or 0,3")
+kind = c2.selectbox("Origin kind", ["vocab", "normal", "uniform"], key="train_kind",
+                    help="vocab: embeddings of tokens sampled from the first 5,000 ids (the paper)")
+# keys carry the family: switching to a backbone of another family shows that family's defaults
+length = int(c3.number_input("Prompt length L", min_value=1, max_value=512, value=defaults["length"],
+                             key=f"train_len_{family}"))
+steps = int(c4.number_input("Steps", min_value=1, max_value=100_000, value=defaults["steps"],
+                            key=f"train_steps_{family}"))
+
+c1, c2, c3, c4 = st.columns(4)
+data_mode = c1.radio("Training data", ["full", "k-shot"], horizontal=True, key="train_data")
+k = None
+if data_mode == "k-shot":
+    k = int(c1.number_input("k (examples)", min_value=1, value=16, key="train_k"))
+lr = float(c2.number_input("Learning rate", min_value=1e-5, max_value=10.0, value=float(defaults["lr"]), format="%g",
+                           key=f"train_lr_{family}"))
+batch = int(c3.number_input("Batch size", min_value=1, max_value=512, value=defaults["batch_size"],
+                            key=f"train_batch_{family}"))
+eval_limit = int(c4.number_input("Validation rows", min_value=8, value=200, step=8, key="train_eval_limit",
+                                 help="rows scored at each validation during training (the best prompt is kept)"))
+overwrite = st.checkbox("Retrain prompts the store already has", key="train_overwrite")
+
+try:
+    seeds = ui.seeds_from_text(seeds_text)
+except ValueError:
+    seeds = []
+    st.error("Origins: write seeds like `0 1 2`, `0-2` or `0,3`.")
+n_items = len(tasks) * len(seeds)
+st.caption(f"{n_items} prompt(s): {len(tasks)} task(s) × {len(seeds)} origin(s), {steps} steps each, into `{root}`. "
+           "Jobs run one after another on this machine.")
+if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=not (n_items and bb_name),
+             key="train_start"):
+    cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch, k_shot=k, eval_limit=eval_limit,
+                      eval_every=max(1, steps // 5))
+    spec = TrainSpec(backbone=bb_name, tasks=tuple(tasks), seeds=tuple(seeds), store_root=root, config=cfg,
+                     length=length, origin_kind=kind, overwrite=overwrite, metadata={"command": "app: Train page"})
+    try:
+        job_id = queue.submit(spec)
+        st.session_state["my_jobs"] = [*st.session_state["my_jobs"], job_id]
+        st.toast(f"Job {job_id} queued: {spec.label()}", icon=":material/schedule:")
+    except Exception as exc:  # noqa: BLE001
+        ui.error_box(exc, "cannot start")
+
+# ---------------------------------------------------------------------------------------- jobs
+st.subheader("Jobs")
+ICON = {QUEUED: ":material/schedule:", RUNNING: ":material/sync:", DONE: ":material/check_circle:",
+        FAILED: ":material/error:", CANCELLED: ":material/cancel:"}
+
+
+def _job_text(j) -> str:
+    bits = [f"**{j.label}**"]
+    if j.state == RUNNING and j.kind != "train":  # e.g. a few-shot experiment: runs done and its last message
+        bits += [f"{j.item}/{j.items} runs", j.message]
+    elif j.state == RUNNING:
+        if j.current:
+            bits.append(f"item {min(j.item + 1, j.items)}/{j.items} `{j.current}`")
+        if j.steps:
+            bits.append(f"step {j.step}/{j.steps}")
+        if j.loss is not None:
+            bits.append(f"loss {j.loss:.3f}")
+        if j.val_score is not None:
+            bits.append(f"val {j.val_score:.3f}")
+        if j.best_score is not None:
+            bits.append(f"best {j.best_score:.3f}")
+        left = j.eta_total_s
+        bits.append(f"{ui.fmt_s(left)} left" if left is not None else j.message)
+    elif j.state == QUEUED:
+        bits.append("waiting for the job before it")
+    else:
+        bits.append(f"{j.state} after {ui.fmt_s(j.elapsed_s)}")
+        if j.saved:
+            bits.append(f"{len(j.saved)} saved")
+        if j.skipped:
+            bits.append(f"{len(j.skipped)} already stored")
+    return " · ".join(b for b in bits if b)
+
+
+@st.fragment(run_every=1 if queue.active() else None)
+def jobs_panel() -> None:
+    mine = set(st.session_state.get("my_jobs", []))
+    jobs = [j for j in queue.list() if j.kind == "train" or j.id in mine]
+    if not jobs:
+        st.caption("No jobs yet.")
+        return
+    for j in reversed(jobs):
+        with st.container(border=True):
+            c1, c2 = st.columns([6, 1], vertical_alignment="center")
+            c1.markdown(f"{ICON.get(j.state, '')} " + _job_text(j) + ("" if j.id in mine else " · *another session*"))
+            if j.state in (QUEUED, RUNNING):
+                c1.progress(j.fraction)
+                if j.id in mine and c2.button("Cancel", key=f"cancel_{j.id}", icon=":material/stop:"):
+                    queue.cancel(j.id)
+                    st.rerun(scope="fragment")
+            if j.state == FAILED:
+                c1.error(j.error or "failed")
+                if j.message:
+                    with c1.expander("details"):
+                        st.code(j.message)
+    # a job of ours just finished: refresh the whole page (and stop polling when nothing is left)
+    finished_now = {j.id for j in jobs if j.finished and j.id in mine}
+    seen = st.session_state.setdefault("jobs_seen_finished", set(finished_now))
+    if finished_now - seen:
+        seen |= finished_now
+        st.rerun(scope="app")
+    if not queue.active() and st.session_state.get("_jobs_polling"):
+        st.session_state["_jobs_polling"] = False
+        st.rerun(scope="app")
+    st.session_state["_jobs_polling"] = bool(queue.active())
+
+
+jobs_panel()
+if any(j.finished for j in queue.list()):
+    if st.button("Clear finished jobs", key="train_clear"):
+        queue.clear_finished()
+        st.rerun()
