@@ -17,8 +17,8 @@ def test_mean_ci():
 
 def test_cross_origin_end_to_end(minilm, tiny_store, tmp_path):
     res = run_cross_origin(minilm, tiny_store, TASKS, tmp_path, limit=16)
-    assert len(res.runs) == 2 * 2 * 2  # tasks x origin pairs
-    assert set(res.summary["kind"]) == {"original", "mixed"}
+    assert len(res.runs) == 2 * 2 * 3  # tasks x origins x (untuned + one per vector origin)
+    assert set(res.summary["kind"]) == {"untuned", "original", "mixed"}
     assert (tmp_path / "cross_origin_runs.csv").exists() and (tmp_path / "cross_origin_summary.csv").exists()
     assert (tmp_path / "cross_origin.html").exists()
     again = run_cross_origin(minilm, tiny_store, TASKS, tmp_path, limit=16)  # resumes: nothing new to run

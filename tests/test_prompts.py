@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tpv_core.prompts import Origin, PromptMismatchError, SoftPrompt, TaskPromptVector, make_origin
+from tpv_core.prompts import PromptMismatchError, SoftPrompt, TaskPromptVector, make_origin
 
 EMB = torch.randn(6000, 16, generator=torch.Generator().manual_seed(0))
 

@@ -8,21 +8,8 @@ import pytest
 import torch
 
 from tpv_core import similarity as sim
-from tpv_core.prompts import PromptMismatchError, SoftPrompt, make_origin
-
-
-def synthetic_prompts(backbone="toy", dim=16, tasks=("a", "b", "c"), seeds=(0, 1, 2), length=4, noise=0.3, base=0):
-    """Prompts whose vectors are a task direction + small noise (same task -> similar vectors)."""
-    gen = torch.Generator().manual_seed(1000 + base)
-    emb = torch.randn(6000, dim, generator=gen)
-    directions = {t: torch.randn(length, dim, generator=gen) for t in tasks}
-    out = []
-    for s in seeds:
-        origin = make_origin(embeddings=emb, backbone_name=backbone, seed=s, length=length)
-        for t in tasks:
-            tensor = origin.tensor + directions[t] + noise * torch.randn(length, dim, generator=gen)
-            out.append(SoftPrompt(tensor, origin, t, backbone, {"metrics": {"acc": 0.5}}))
-    return out
+from tpv_core.prompts import PromptMismatchError
+from synthetic import synthetic_prompts
 
 
 # ------------------------------------------------------------------------------------------ cosine

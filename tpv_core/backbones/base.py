@@ -238,9 +238,26 @@ class Backbone(abc.ABC):
         return False
 
     # ---- the family-specific part ----------------------------------------------------------
-    @abc.abstractmethod
+    prompt_position = 0  # where the L prompt rows go among the input positions (encoder: after [CLS])
+
+    def _fit(self, batch: InputBatch, L: int) -> InputBatch:
+        """The batch, shortened where prompt + input would not fit the model (families with a limit)."""
+        return batch
+
     def embed(self, batch: InputBatch, prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs_embeds (B, L+T, d) float32, attention mask (B, L+T) long) with the prompt prepended."""
+        """(inputs_embeds (B, L+T, d) float32, attention mask (B, L+T) long) with the prompt inserted at
+        ``prompt_position``."""
+        prompt = self.check_prompt(prompt)
+        L = self.prompt_length(prompt)
+        batch = self._fit(batch, L)
+        emb = self.word_embed(batch.input_ids)
+        mask = batch.attention_mask
+        if L:
+            B, at = emb.shape[0], self.prompt_position
+            emb = torch.cat([emb[:, :at], prompt.unsqueeze(0).expand(B, -1, -1), emb[:, at:]], dim=1)
+            ones = torch.ones(B, L, dtype=mask.dtype, device=mask.device)
+            mask = torch.cat([mask[:, :at], ones, mask[:, at:]], dim=1)
+        return emb, mask
 
     @abc.abstractmethod
     def label_scores(self, batch: InputBatch, prompt: torch.Tensor | None, labels: LabelSet) -> torch.Tensor:

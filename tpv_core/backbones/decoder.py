@@ -86,17 +86,6 @@ class DecoderBackbone(Backbone):
         return self._cached(("answers", labels.words, bool(chat)), make)
 
     # ---- embedding -----------------------------------------------------------------------
-    def embed(self, batch: InputBatch, prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        prompt = self.check_prompt(prompt)
-        emb = self.word_embed(batch.input_ids)
-        mask = batch.attention_mask
-        L = self.prompt_length(prompt)
-        if L:
-            B = emb.shape[0]
-            emb = torch.cat([prompt.unsqueeze(0).expand(B, -1, -1), emb], dim=1)
-            mask = torch.cat([torch.ones(B, L, dtype=mask.dtype, device=mask.device), mask], dim=1)
-        return emb, mask
-
     # ---- the one forward pass ---------------------------------------------------------------
     def answer_logprobs(self, batch: InputBatch, prompt: torch.Tensor | None,
                         answers: list[list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ DEFAULT_TEMPERATURE = 0.05
 
 class EncoderBackbone(Backbone):
     family = "encoder"
+    prompt_position = 1  # [CLS] | prompt | input
 
     def __init__(self, *, temperature: float = DEFAULT_TEMPERATURE, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -45,18 +46,6 @@ class EncoderBackbone(Backbone):
         warnings.warn(f"{self.name}: inputs truncated to {limit - L} tokens so that prompt ({L}) + input fit "
                       f"{limit} positions; pass a smaller max_length to silence this", stacklevel=3)
         return self.collate(batch.rows(), max_length=limit - L, chat=batch.chat)
-
-    def embed(self, batch: InputBatch, prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        prompt = self.check_prompt(prompt)
-        L = self.prompt_length(prompt)
-        batch = self._fit(batch, L)
-        emb = self.word_embed(batch.input_ids)
-        mask = batch.attention_mask
-        if L:
-            B = emb.shape[0]
-            emb = torch.cat([emb[:, :1], prompt.unsqueeze(0).expand(B, -1, -1), emb[:, 1:]], dim=1)
-            mask = torch.cat([mask[:, :1], torch.ones(B, L, dtype=mask.dtype, device=mask.device), mask[:, 1:]], dim=1)
-        return emb, mask
 
     def pooled(self, batch: InputBatch, prompt: torch.Tensor | None) -> torch.Tensor:
         """Mean-pooled final hidden states (B, d) float32 over the real positions (prompt included)."""

@@ -43,17 +43,6 @@ class Seq2SeqBackbone(Backbone):
 
         return self._cached(("answers", labels.words), make)
 
-    def embed(self, batch: InputBatch, prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        prompt = self.check_prompt(prompt)
-        emb = self.word_embed(batch.input_ids)
-        mask = batch.attention_mask
-        L = self.prompt_length(prompt)
-        if L:
-            B = emb.shape[0]
-            emb = torch.cat([prompt.unsqueeze(0).expand(B, -1, -1), emb], dim=1)
-            mask = torch.cat([torch.ones(B, L, dtype=mask.dtype, device=mask.device), mask], dim=1)
-        return emb, mask
-
     def encode(self, batch: InputBatch, prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder hidden states (B, L+T, d) of prompt | input, and their mask."""
         emb, mask = self.embed(batch, prompt)

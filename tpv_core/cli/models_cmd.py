@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 
-from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, print_table
+from tpv_core.cli.common import load_backbone_for_cli, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -2,7 +2,8 @@
 
 For every task and every pair of origins (o1, o2), evaluate P0(o1) + tau(o2) on the test split:
 o1 == o2 is the "original" prompt, o1 != o2 the "mixed" one. A task prompt vector that only works from
-its own origin collapses in the mixed rows (the paper saw this for TREC on T5).
+its own origin collapses in the mixed rows (the paper saw this for TREC on T5). Each origin P0(o1) is
+also scored untuned (``kind == "untuned"``, ``vector_origin == "none"``): the floor tuning must beat.
 """
 
 from __future__ import annotations
@@ -51,24 +52,27 @@ def run_cross_origin(
         require(prompts, f"cross-origin for {task.name}", store, backbone.name, need=2)
         prepared = None
         for s1, p1 in prompts.items():
-            for s2, p2 in prompts.items():
-                if log.has(task=task.name, init_origin=p1.origin.id, vector_origin=p2.origin.id):
+            for s2, p2 in [(None, None), *prompts.items()]:
+                vector_origin = "none" if p2 is None else p2.origin.id
+                if log.has(task=task.name, init_origin=p1.origin.id, vector_origin=vector_origin):
                     continue
                 if prepared is None:
                     prepared = prepare_split(backbone, task, split, limit=limit)
-                tensor = p2.vector().apply_to(p1.origin)
+                tensor = p1.origin.require_tensor() if p2 is None else p2.vector().apply_to(p1.origin)
                 res = evaluate(backbone, task, tensor, prepared, batch_size=batch_size)
-                log.add({"task": task.name, "init_origin": p1.origin.id, "vector_origin": p2.origin.id,
-                         "init_seed": s1, "vector_seed": s2, "kind": "original" if s1 == s2 else "mixed",
+                kind = "untuned" if p2 is None else "original" if s1 == s2 else "mixed"
+                log.add({"task": task.name, "init_origin": p1.origin.id, "vector_origin": vector_origin,
+                         "init_seed": s1, "vector_seed": s2, "kind": kind,
                          "split": split, "n": res.n, "metric": next(iter(res.metrics)), "score": res.main,
                          **{f"m_{k}": v for k, v in res.metrics.items()}})
                 if progress:
-                    progress(f"{task.name}: P0({p1.origin.id}) + tau({p2.origin.id}) = {res.main:.4f}")
+                    what = "untuned" if p2 is None else f"+ tau({vector_origin})"
+                    progress(f"{task.name}: P0({p1.origin.id}) {what} = {res.main:.4f}")
     runs = log.frame()
     runs = runs[runs["task"].isin([get_task(t, store.root).name for t in tasks])] if not runs.empty else runs
     summary = summarize(runs, ["task", "kind"], "score")
     fig = go.Figure()
-    for kind in ("original", "mixed"):
+    for kind in ("untuned", "original", "mixed"):
         part = summary[summary["kind"] == kind]
         fig.add_bar(name=kind, x=part["task"], y=part["mean"], error_y={"type": "data", "array": part["std"]})
     fig.update_layout(title=f"Cross-origin transfer on {backbone.name} ({split}): P0(o1) + tau(o2)",

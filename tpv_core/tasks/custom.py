@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tpv_core.tasks.spec import SPLITS, TASK_FAMILIES, TaskSpec, Templates
+from tpv_core.tasks.spec import SPLITS, TASK_FAMILIES, TaskSpec, Templates, parse_jsonl
 
 CUSTOM_DIR = "_tasks"
 CUSTOM_SPLIT_SEED = 42
@@ -67,17 +67,9 @@ def _read_table(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     if not text.strip():
         raise TaskFileError(f"{path} is empty")
     if ext == ".jsonl":
-        rows, cols = [], {}
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskFileError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise TaskFileError(f"{path}:{lineno}: expected one JSON object per line")
-            rows.append(row)
+        rows = parse_jsonl(text.splitlines(), path, TaskFileError)
+        cols: dict[str, None] = {}
+        for row in rows:
             cols.update(dict.fromkeys(row))
         return rows, list(cols)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if ext == ".tsv" else ",")

@@ -20,7 +20,6 @@ score). Offline with no local data raises `DataUnavailableError` naming the hub 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -28,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from tpv_core.tasks.spec import SPLITS, TaskSpec
+from tpv_core.tasks.spec import SPLITS, TaskSpec, parse_jsonl
 
 HUB_SMALL_TRAIN = 10_000
 HUB_HELD_OUT = 1_000
@@ -67,21 +66,8 @@ def bundled_path(task: TaskSpec | str, split: str) -> Path | None:
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataUnavailableError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataUnavailableError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append(row)
-    return rows
+        return parse_jsonl(fh, path, DataUnavailableError, limit)
 
 
 def _count_lines(path: Path) -> int:

@@ -24,10 +24,11 @@ against the true float scores (see `tpv_core.tasks.metrics`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import LabelSet
@@ -260,3 +261,21 @@ class TaskSpec:
                 v = tuple(v)
             kw[k] = v
         return cls(**kw)
+
+
+def parse_jsonl(lines: Iterable[str], path: object, error: type[Exception], limit: int | None = None) -> list[dict]:
+    """JSON objects, one per non-blank line; a bad line raises ``error`` naming ``path:line``."""
+    rows: list[dict] = []
+    for lineno, line in enumerate(lines, 1):
+        if limit is not None and len(rows) >= limit:
+            break
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise error(f"{path}:{lineno}: expected one JSON object per line")
+        rows.append(row)
+    return rows
