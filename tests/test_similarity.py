@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tpv_core import similarity as sim
-from tpv_core.prompts import PromptMismatchError
+from tpv_core.prompts import PromptMismatchError, SoftPrompt
 from synthetic import synthetic_prompts
 
 
@@ -215,3 +215,19 @@ def test_cli_similarity_filters_and_messages(two_backbone_store, tmp_path, capsy
     assert code == 2 and "zzz" in err
     code, _, err = run_cli(capsys, "similarity", two_backbone_store.root, "--format", "pdf")
     assert code == 2 and "pdf" in err
+
+
+def test_cli_names_zero_vectors(tmp_path, capsys):
+    from tpv_core.store import PromptStore
+
+    store = PromptStore(tmp_path / "store")
+    prompts = synthetic_prompts(tasks=("a", "b"), seeds=(0, 1))
+    kept = prompts[0]  # a/seed 0 never beat its origin: the stored prompt is the origin itself
+    prompts[0] = SoftPrompt(kept.origin.tensor.clone(), kept.origin, kept.task, kept.backbone, kept.metadata)
+    for p in prompts:
+        store.save(p)
+    code, stdout, err = run_cli(capsys, "similarity", store.root)
+    assert code == 0, err
+    assert "1 all-zero vector(s)" in err and f"toy:a/{kept.origin.id}" in err
+    assert [z.label for z in sim.zero_items(sim.collect(prompts))] == [f"a/{kept.origin.id}"]
+    assert sim.zero_items(sim.collect(prompts, "prompt")) == []  # the prompt itself is not zero

@@ -133,6 +133,12 @@ def collect(prompts: Iterable[SoftPrompt], what: Literal["vector", "prompt"] = "
     return items
 
 
+def zero_items(items: Sequence[Item]) -> list[Item]:
+    """Items whose tensor is all zero: for vectors, a stored prompt equal to its origin (tuning never beat
+    the untuned prompt on validation, so the origin was kept). Their cosines are undefined (NaN)."""
+    return [it for it in items if not bool(it.tensor.any())]
+
+
 def _by_backbone(items: Sequence[Item]) -> dict[str, list[Item]]:
     groups: dict[str, list[Item]] = {}
     for it in items:

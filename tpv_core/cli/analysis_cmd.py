@@ -121,6 +121,12 @@ def cmd_similarity(args: argparse.Namespace) -> int:
         return 1
     what = "vector" if args.of == "vectors" else "prompt"
     items = sim.collect(prompts, what)
+    zeros = sim.zero_items(items)
+    if zeros:
+        print(f"note: {len(zeros)} all-zero {what}(s), cosine undefined (nan): "
+              f"{', '.join(f'{z.backbone}:{z.label}' for z in zeros)}"
+              + (" (the stored prompt is its origin: tuning never beat it on validation)" if what == "vector" else ""),
+              file=sys.stderr)
     defs = list(sim.DEFINITIONS) if args.definition == "both" else [args.definition]
     table = sim.similarity_table(items, defs)
     agg = sim.by_task(table, args.same_origin)
