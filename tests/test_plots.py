@@ -103,3 +103,14 @@ def test_png_and_svg_export_with_chromium(tmp_path):
     files, skipped = plots.write_figures({"one": fig, "two": plots.lambda_curve(
         pd.DataFrame({"lambda": [0.0, 1.0], "score": [0.2, 0.3]}))}, tmp_path, ["png", "svg"])
     assert not skipped and sorted(f.name for f in files) == ["one.png", "one.svg", "two.png", "two.svg"]
+
+
+def test_long_heatmap_titles_wrap_to_the_figure_width():
+    from tpv_core.plots import heatmap, wrap_title
+
+    title = "minilm-l6: token-mean cosine of task prompt vectors (tau = P - P0) across every stored origin"
+    lines = wrap_title(title, 480)
+    assert len(lines) > 1 and " ".join(lines) == title and all(len(x) <= 480 / 9.5 for x in lines)
+    fig = heatmap(pd.DataFrame([[1.0]], index=["a"], columns=["a"]), title=title)
+    assert fig.layout.title.text.count("<br>") == len(lines) - 1
+    assert wrap_title("", 480) == []

@@ -69,6 +69,15 @@ def _heatmap_trace(matrix_df: pd.DataFrame, zmin: float | None, zmax: float | No
     return go.Heatmap(**kwargs)
 
 
+def wrap_title(title: str, width_px: int, px_per_char: float = 9.5) -> list[str]:
+    """The title cut at word boundaries into lines that fit ``width_px`` (static exports clip long titles)."""
+    import textwrap
+
+    if not title:
+        return []
+    return textwrap.wrap(title, max(20, int(width_px / px_per_char))) or [title]
+
+
 def heatmap(
     matrix_df: pd.DataFrame,
     title: str = "",
@@ -84,8 +93,10 @@ def heatmap(
     given, ``std`` and ``n`` (DataFrames aligned with ``matrix_df``). NaN cells stay blank."""
     fig = go.Figure(_heatmap_trace(matrix_df, zmin, zmax, text, n, std, value_name, colorscale))
     side = max(360, 60 + 42 * len(matrix_df.index))
-    fig.update_layout(title=title, width=max(480, side + 140), height=side + 60, template="plotly_white",
-                      margin=dict(l=10, r=10, t=50 if title else 20, b=10))
+    width = max(480, side + 140)
+    lines = wrap_title(title, width)
+    fig.update_layout(title="<br>".join(lines), width=width, height=side + 60 + 22 * (len(lines) - 1),
+                      template="plotly_white", margin=dict(l=10, r=10, t=28 + 22 * len(lines) if title else 20, b=10))
     fig.update_yaxes(autorange="reversed", title=matrix_df.index.name or None)
     fig.update_xaxes(title=matrix_df.columns.name or None, tickangle=-45 if len(matrix_df.columns) > 6 else 0)
     return fig
