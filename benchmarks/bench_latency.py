@@ -3,8 +3,9 @@
 The app's situation: the backbone is loaded and the validation split prepared (tokenized) once; the
 user moves a slider. Timed from that moment: ``combine_prompt`` (P0 + sum_i w_i tau_i) and
 ``iter_evaluate`` until its first yield (first running estimate) and its last (full split). Batch
-size 32 (the library's default) and 16 (what the app's combine page passes), and 8: a first estimate
-after 8 rows (the first yield of ``iter_evaluate(batch_size=8)``), in the same rounds.
+size 32 (the library's default) and 16 (what the app's combine page passes), and 8, in the same rounds.
+``iter_evaluate`` scores a first batch of ``FIRST_BATCH`` (8) rows whatever the batch size, so the first
+estimate should barely depend on it.
 """
 
 from __future__ import annotations

@@ -81,7 +81,9 @@ def test_iter_evaluate_running_estimate(minilm):
     origin = make_origin(minilm, seed=0, length=4)
     prepared = prepare_split(minilm, task, "validation", limit=40)
     results = list(iter_evaluate(minilm, task, origin.tensor, prepared, batch_size=16))
-    assert [r.n for r in results] == [16, 32, 40] and [r.partial for r in results] == [True, True, False]
+    assert [r.n for r in results] == [8, 24, 40] and [r.partial for r in results] == [True, True, False]  # 8 first
+    even = list(iter_evaluate(minilm, task, origin.tensor, prepared, batch_size=16, first_batch_size=None))
+    assert [r.n for r in even] == [16, 32, 40] and even[-1].predictions == results[-1].predictions
     final = results[-1]
     assert set(final.metrics) >= {"accuracy", "f1"} and 0 <= final.metrics["accuracy"] <= 1
     # the reported accuracy is the argmax of the backbone's label scores
