@@ -154,6 +154,16 @@ def _index(root: str, signature: tuple) -> tuple[pd.DataFrame, list[str]]:
     return df, errors
 
 
+def store_or_stop() -> tuple[str, pd.DataFrame]:
+    """The store root and its index; a note and ``st.stop()`` when it holds no prompts."""
+    root = store_root()
+    df, _ = store_index(root)
+    if df.empty:
+        st.info(f"No prompts in `{root}`: train or import some first.", icon=":material/info:")
+        st.stop()
+    return root, df
+
+
 def store_index(root: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The store's index (header scan), cached until a file is added, changed or removed."""
     root = root or store_root()

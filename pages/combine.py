@@ -13,12 +13,8 @@ from tpv_core.tasks import is_builtin, list_tasks
 
 ui.page_setup()
 st.title("Combine task prompt vectors")
-root = ui.store_root()
-df, _ = ui.store_index(root)
+root, df = ui.store_or_stop()
 combine = ui.need_module("combine")
-if df.empty:
-    st.info(f"No prompts in `{root}`: train or import some first.", icon=":material/info:")
-    st.stop()
 if combine is None:
     st.stop()
 

@@ -12,11 +12,7 @@ from tpv_core.prompts import PromptMismatchError
 
 ui.page_setup()
 st.title("Cosine similarity")
-root = ui.store_root()
-df, _ = ui.store_index(root)
-if df.empty:
-    st.info(f"No prompts in `{root}`: train or import some first.", icon=":material/info:")
-    st.stop()
+root, df = ui.store_or_stop()
 
 
 @st.cache_data(show_spinner="Computing cosine similarities…", max_entries=32)

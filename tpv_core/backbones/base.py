@@ -291,6 +291,18 @@ class Backbone(abc.ABC):
                 logits = torch.tanh(logits / cap) * cap
         return logits
 
+    @staticmethod
+    def _append_tokens(nxt: torch.Tensor, stop: set[int], generated: list[list[int]], done: list[bool]) -> bool:
+        """Greedy decoding bookkeeping: append each unfinished row's next token, or finish the row on a stop
+        token. True when every row is done."""
+        for i, t in enumerate(nxt.tolist()):
+            if not done[i]:
+                if t in stop:
+                    done[i] = True
+                else:
+                    generated[i].append(t)
+        return all(done)
+
     def _decode(self, generated: list[list[int]]) -> list[str]:
         return [self.tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
 

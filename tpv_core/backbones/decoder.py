@@ -201,20 +201,14 @@ class DecoderBackbone(Backbone):
             raise ValueError("cannot generate from an empty row without a prompt")
         stop = self._stop_ids()
         generated: list[list[int]] = [[] for _ in range(B)]
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        done = [False] * B
         with self._autocast():
             out = self.base(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True)
         cache = out.past_key_values
         h = out[0][torch.arange(B, device=dev), ends - 1]
         for step in range(max_new_tokens):
             nxt = self._lm_logits(h).argmax(-1)
-            for i, t in enumerate(nxt.tolist()):
-                if not done[i]:
-                    if t in stop:
-                        done[i] = True
-                    else:
-                        generated[i].append(t)
-            if bool(done.all()) or step == max_new_tokens - 1:
+            if self._append_tokens(nxt, stop, generated, done) or step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
             with self._autocast():

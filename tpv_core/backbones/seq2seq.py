@@ -105,13 +105,7 @@ class Seq2SeqBackbone(Backbone):
                 h = self.model.get_decoder()(input_ids=dec, encoder_hidden_states=enc, encoder_attention_mask=mask,
                                              use_cache=False)[0][:, -1]
             nxt = self._lm_logits(h).argmax(-1)
-            for i, t in enumerate(nxt.tolist()):
-                if not done[i]:
-                    if t in stop:
-                        done[i] = True
-                    else:
-                        generated[i].append(t)
-            if all(done):
+            if self._append_tokens(nxt, stop, generated, done):
                 break
             dec = torch.cat([dec, nxt[:, None]], dim=1)
         return self._decode(generated)
