@@ -164,6 +164,19 @@ def store_or_stop() -> tuple[str, pd.DataFrame]:
     return root, df
 
 
+def selection_filters(df: pd.DataFrame, prefix: str, backbone_label: str = "Backbones") -> tuple[list, list, list]:
+    """Backbone, task and origin pickers over the store index (all chosen by default; stored combinations
+    ``combo:*`` offered but not preselected), remembered per store root under ``{prefix}_bbs`` etc."""
+    c1, c2, c3 = st.columns(3)
+    backbones = sorted(df["backbone"].unique())
+    bbs = c1.multiselect(backbone_label, backbones, default=backbones, key=root_key(f"{prefix}_bbs"))
+    real_tasks = sorted(t for t in df["task"].unique() if not str(t).startswith("combo:"))
+    tasks = c2.multiselect("Tasks", sorted(df["task"].unique()), default=real_tasks, key=root_key(f"{prefix}_tasks"))
+    origins = sorted(df["origin"].unique())
+    chosen = c3.multiselect("Origins", origins, default=origins, key=root_key(f"{prefix}_origins"))
+    return bbs, tasks, chosen
+
+
 def store_index(root: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The store's index (header scan), cached until a file is added, changed or removed."""
     root = root or store_root()

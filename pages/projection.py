@@ -30,13 +30,7 @@ def task_matrices(paths: tuple[str, ...], signature: tuple, definition: str) -> 
 
 
 # ---------------------------------------------------------------------------------------- controls
-c1, c2, c3 = st.columns(3)
-backbones = sorted(df["backbone"].unique())
-bbs = c1.multiselect("Backbones (one panel each)", backbones, default=backbones, key=ui.root_key("proj_bbs"))
-real_tasks = sorted(t for t in df["task"].unique() if not str(t).startswith("combo:"))
-tasks = c2.multiselect("Tasks", sorted(df["task"].unique()), default=real_tasks, key=ui.root_key("proj_tasks"))
-origins = sorted(df["origin"].unique())
-chosen_origins = c3.multiselect("Origins", origins, default=origins, key=ui.root_key("proj_origins"))
+bbs, tasks, chosen_origins = ui.selection_filters(df, "proj", "Backbones (one panel each)")
 c1, c2, c3 = st.columns(3)
 method = c1.radio("Method", ["umap", "pca"], horizontal=True, key="proj_method",
                   format_func={"umap": "UMAP (cosine)", "pca": "PCA"}.get)

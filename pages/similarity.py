@@ -26,13 +26,7 @@ def item_matrix(paths: tuple[str, ...], signature: tuple, what: str, definition:
 
 
 # ---------------------------------------------------------------------------------------- controls
-c1, c2, c3 = st.columns(3)
-backbones = sorted(df["backbone"].unique())
-bbs = c1.multiselect("Backbones", backbones, default=backbones, key=ui.root_key("sim_bbs"))
-real_tasks = sorted(t for t in df["task"].unique() if not str(t).startswith("combo:"))
-tasks = c2.multiselect("Tasks", sorted(df["task"].unique()), default=real_tasks, key=ui.root_key("sim_tasks"))
-origins = sorted(df["origin"].unique())
-chosen_origins = c3.multiselect("Origins", origins, default=origins, key=ui.root_key("sim_origins"))
+bbs, tasks, chosen_origins = ui.selection_filters(df, "sim")
 
 c1, c2, c3, c4 = st.columns(4)
 definition = c1.radio("Cosine of", sim.DEFINITIONS, horizontal=True, key="sim_def",
