@@ -83,8 +83,7 @@ if len(bbs) < 2:
                "through their geometry: the correlation of the backbones' task × task similarity matrices "
                "(Spearman, Mantel permutation p-value). Select prompts of at least two backbones.")
 else:
-    geo_sel = df[df["backbone"].isin(bbs) & df["task"].isin(tasks) & df["origin"].isin(chosen_origins)]
-    mats = task_matrices(tuple(geo_sel["path"]), tuple(os.stat(p).st_mtime_ns for p in geo_sel["path"]), definition)
+    mats = task_matrices(paths, sig, definition)
     rows = []
     for a, b in itertools.combinations([bb for bb in bbs if bb in mats], 2):
         try:

@@ -1,9 +1,11 @@
 import pandas as pd
+import pytest
 
 from tpv_core.experiments.addition import run_addition
 from tpv_core.experiments.common import mean_ci
 from tpv_core.experiments.cross_origin import run_cross_origin
 from tpv_core.experiments.fewshot import run_fewshot
+from tpv_core.experiments.negation import run_negation
 from tpv_core.training import TrainConfig
 
 TASKS = ["sentences_yelp", "sentences_imdb"]
@@ -31,6 +33,35 @@ def test_addition_end_to_end(minilm, tiny_store, tmp_path):
     assert set(res.runs["lambda"]) <= {0.0, 0.5, 1.0}
     assert (res.runs["relative"] - res.runs["combined"] / res.runs["single"]).abs().max() < 1e-9
     assert (tmp_path / "addition_summary.csv").exists()
+    assert set(res.runs["method"]) == {"sum"}
+
+
+def test_addition_compares_merge_methods(minilm, tiny_store, tmp_path):
+    res = run_addition(minilm, tiny_store, TASKS, tmp_path, methods=["sum", "ties"], grid=[0.5, 1.0],
+                       val_limit=8, limit=8)
+    assert len(res.runs) == 2 * 2 * 2  # methods x origins x tasks
+    assert set(res.summary["method"]) == {"sum", "ties"}
+    # the single-task reference is the same prompt whatever the merge method
+    ref = res.runs.pivot_table(index=["seed", "task"], columns="method", values="single")
+    assert (ref["sum"] == ref["ties"]).all()
+    with pytest.raises(ValueError, match="unknown merge method"):
+        run_addition(minilm, tiny_store, TASKS, tmp_path / "bad", methods=["average"], limit=8)
+
+
+def test_negation_end_to_end(minilm, tiny_store, tmp_path):
+    res = run_negation(minilm, tiny_store, TASKS, tmp_path, limit=16)
+    runs = res.runs
+    assert len(runs) == 2 * 2 * 2  # negated task x origins x scored task
+    target = runs[runs["role"] == "target"]
+    assert (target["negated"] == target["task"]).all() and len(target) == 4
+    control = runs[runs["role"] == "control"]
+    assert (control["before"] == control["tuned"]).all()
+    assert (runs["relative"] - runs["after"] / runs["before"]).abs().max() < 1e-9
+    assert (tmp_path / "negation_summary.csv").exists()
+    again = run_negation(minilm, tiny_store, TASKS, tmp_path, limit=16)  # resumes: nothing new
+    pd.testing.assert_frame_equal(again.runs, runs)
+    with pytest.raises(ValueError, match="coefficient"):
+        run_negation(minilm, tiny_store, TASKS, tmp_path, coef=0)
 
 
 def test_fewshot_end_to_end(minilm, tiny_store, tmp_path):
@@ -43,3 +74,16 @@ def test_fewshot_end_to_end(minilm, tiny_store, tmp_path):
     assert (res.runs.loc[res.runs["k"] == 0, "steps"] == 0).all()
     assert tiny_store.exists(minilm.name, "sentences_yelp+sentences_imdb", "vocab5000-s0-L4")
     assert (tmp_path / "fewshot_runs.csv").exists() and (tmp_path / "fewshot_summary.csv").exists()
+
+
+def test_cli_negation_and_addition_methods(tiny_store, tmp_path, capsys):
+    from tpv_core.cli import main
+
+    common = ["--backbone", "minilm-l6", "--store", str(tiny_store.root), "--limit", "8", "--tasks", *TASKS]
+    assert main(["experiment", "negation", *common, "--out", str(tmp_path / "neg"), "--coef", "0.5"]) == 0
+    runs = pd.read_csv(tmp_path / "neg" / "negation_runs.csv")
+    assert set(runs["coef"]) == {0.5} and set(runs["role"]) == {"target", "control"}
+    assert main(["experiment", "addition", *common, "--out", str(tmp_path / "add"), "--methods", "dare",
+                 "--grid", "1.0", "--val-limit", "8"]) == 0
+    assert set(pd.read_csv(tmp_path / "add" / "addition_runs.csv")["method"]) == {"dare"}
+    assert "wrote" in capsys.readouterr().out

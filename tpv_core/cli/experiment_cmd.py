@@ -34,7 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--set-size", type=int, default=2, help="tasks per combination (2 = pairs)")
     ad.add_argument("--grid", type=float, nargs="*", default=None, help="lambda grid (default 0..1 step 0.05)")
     ad.add_argument("--val-limit", type=int, default=200, help="validation rows for the lambda search")
+    ad.add_argument("--methods", nargs="+", default=["sum"],
+                    help="merge methods to compare, each with its own lambda: sum (the paper) ties dare")
     ad.set_defaults(func=cmd_addition)
+
+    ng = s.add_parser("negation", help="P0 + tau_c - coef * tau_t: does negating t hurt t and spare c?")
+    common(ng)
+    ng.add_argument("--tasks", nargs="+", required=True)
+    ng.add_argument("--coef", type=float, default=1.0, help="how much of the negated vector to subtract")
+    ng.set_defaults(func=cmd_negation)
 
     fs = s.add_parser("fewshot", help="few-shot initialisation of a target task (Fig. 3)")
     common(fs)
@@ -76,8 +84,17 @@ def cmd_addition(args: argparse.Namespace) -> int:
 
     bb = load_backbone_for_cli(args)
     res = run_addition(bb, PromptStore(args.store), args.tasks, args.out, seeds=parse_seeds(args.origin) or None,
-                       set_size=args.set_size, grid=args.grid or DEFAULT_GRID, split=args.split,
-                       val_limit=args.val_limit, limit=args.limit, batch_size=args.batch_size, progress=_say)
+                       set_size=args.set_size, methods=args.methods, grid=args.grid or DEFAULT_GRID,
+                       split=args.split, val_limit=args.val_limit, limit=args.limit, batch_size=args.batch_size, progress=_say)
+    return _report(res)
+
+
+def cmd_negation(args: argparse.Namespace) -> int:
+    from tpv_core.experiments.negation import run_negation
+
+    bb = load_backbone_for_cli(args)
+    res = run_negation(bb, PromptStore(args.store), args.tasks, args.out, seeds=parse_seeds(args.origin) or None,
+                       coef=args.coef, split=args.split, limit=args.limit, batch_size=args.batch_size, progress=_say)
     return _report(res)
 
 

@@ -3,6 +3,9 @@
 For every set of tasks (pairs by default) and every origin, P0 + lambda * sum(tau_i) with one shared
 lambda chosen on validation (mean of the tasks' validation scores over a grid, default 0..1 step 0.05);
 each task's test score is reported relative to its own single-task prompt from the same origin.
+
+``methods`` compares merge methods on the same sets: ``sum`` is the paper's plain addition; ``ties`` and
+``dare`` (:mod:`tpv_core.merges`, default options) merge the same vectors, and each gets its own lambda.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import plotly.graph_objects as go
 
-from tpv_core.combine import lambda_search
+from tpv_core.combine import get_method, lambda_search, merge
 from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.experiments.common import (
     ExperimentResult,
@@ -43,6 +46,7 @@ def run_addition(
     *,
     seeds: Sequence[int] | None = None,
     set_size: int = 2,
+    methods: Sequence[str] = ("sum",),
     grid: Sequence[float] = DEFAULT_GRID,
     split: str = "test",
     val_limit: int | None = 200,
@@ -54,7 +58,10 @@ def run_addition(
     specs = [get_task(t, store.root) for t in tasks]
     if len(specs) < set_size:
         raise ValueError(f"addition of {set_size} tasks needs at least {set_size} tasks, got {len(specs)}")
-    log = ResultsLog(out / f"{NAME}_runs.csv", ["combo", "seed", "task"])
+    methods = list(dict.fromkeys(methods))
+    for m in methods:
+        get_method(m)  # an unknown name fails before any evaluation
+    log = ResultsLog(out / f"{NAME}_runs.csv", ["method", "combo", "seed", "task"])
     prompts = {t.name: stored_prompts(store, backbone.name, t.name, seeds) for t in specs}
     for t in specs:
         require(prompts[t.name], f"addition for {t.name}", store, backbone.name)
@@ -68,11 +75,11 @@ def run_addition(
     for combo in itertools.combinations(specs, set_size):
         label = "+".join(t.name for t in combo)
         common = set.intersection(*(set(prompts[t.name]) for t in combo))
-        for seed in sorted(common):
-            if all(log.has(combo=label, seed=seed, task=t.name) for t in combo):
+        for method, seed in itertools.product(methods, sorted(common)):
+            if all(log.has(method=method, combo=label, seed=seed, task=t.name) for t in combo):
                 continue
             origin = prompts[combo[0].name][seed].origin
-            tau = TaskPromptVector.sum([prompts[t.name][seed].vector() for t in combo])
+            tau = merge(method, [prompts[t.name][seed].vector() for t in combo])
 
             def val_score(lam: float) -> float:
                 p = tau.apply_to(origin, coef=lam)
@@ -86,19 +93,22 @@ def run_addition(
                     single[key] = score(t, prompts[t.name][seed].tensor, test)
                 comb = score(t, combined, test)
                 rel = comb / single[key] if single[key] else float("nan")
-                log.add({"combo": label, "seed": seed, "origin": origin.id, "task": t.name, "lambda": best_lambda,
-                         "split": split, "combined": comb, "single": single[key], "relative": rel})
+                log.add({"method": method, "combo": label, "seed": seed, "origin": origin.id, "task": t.name,
+                         "lambda": best_lambda, "split": split, "combined": comb, "single": single[key],
+                         "relative": rel})
             if progress:
-                progress(f"{label} seed {seed}: lambda={best_lambda:g}")
+                progress(f"{label} ({method}) seed {seed}: lambda={best_lambda:g}")
     runs = log.frame()
-    summary = summarize(runs, ["combo", "task"], "relative") if not runs.empty else summarize(runs, ["combo", "task"], "relative")
+    by = ["method", "combo", "task"]
+    summary = summarize(runs, by, "relative")
     if not summary.empty:
-        lam = runs.groupby(["combo", "task"], sort=False)["lambda"].mean().reset_index(drop=True)
-        summary["lambda_mean"] = lam.values
+        summary["lambda_mean"] = runs.groupby(by, sort=False)["lambda"].mean().reset_index(drop=True).values
+    several = summary["method"].nunique() > 1 if not summary.empty else False
     fig = go.Figure()
     for task_name in summary["task"].unique() if not summary.empty else []:
         part = summary[summary["task"] == task_name]
-        fig.add_bar(name=task_name, x=part["combo"], y=part["mean"], error_y={"type": "data", "array": part["std"]})
+        x = part["combo"] + " (" + part["method"] + ")" if several else part["combo"]
+        fig.add_bar(name=task_name, x=x, y=part["mean"], error_y={"type": "data", "array": part["std"]})
     fig.update_layout(title=f"Task addition on {backbone.name}: test score relative to the single-task prompt",
                       barmode="group", yaxis_title="relative score")
     files = write_outputs(out, NAME, summary, {NAME: fig})
