@@ -106,7 +106,7 @@ def run_negation(
         fig.add_heatmap(z=pivot.values, x=names, y=names, zmin=0, zmax=1.2, colorscale="RdBu",
                         colorbar={"title": "after / before"},
                         text=[[f"{v:.2f}" for v in row] for row in pivot.values], texttemplate="%{text}")
-        fig.update_layout(xaxis_title="scored task", yaxis_title="negated vector")
+        fig.update_layout(xaxis_title="scored task", yaxis_title="negated vector", yaxis_autorange="reversed")
     fig.update_layout(title=f"Task negation on {backbone.name} (coef {coef:g}): score after / before")
     files = write_outputs(out, NAME, summary, {NAME: fig})
     return ExperimentResult(NAME, runs, summary, [log.path, *files])
