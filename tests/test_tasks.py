@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from collections import Counter
 
@@ -126,6 +127,30 @@ def test_formats():
     assert get_task("sst2").format({"sentence": "good ."}, "seq2seq") == "sst2 sentence: good ."
     with pytest.raises(ValueError):
         mnli.format(ex, "rnn")
+
+
+_NEGATIVE = re.compile(r"\b(worst|awful|waste|terrible|boring|horrible|bad|poor|disappoint\w*)\b", re.I)
+_POSITIVE = re.compile(r"\b(excellent|wonderful|beautiful|superb|loved|masterpiece|great|best|amazing)\b", re.I)
+
+
+@pytest.mark.parametrize("name", ["sst2", "yelp_polarity", "imdb", "sentences_yelp", "sentences_imdb",
+                                  "sentences_amazon", "sst5"])
+def test_bundled_sentiment_labels_point_the_right_way(name):
+    """The lowest label must be the most negative: its rows use negative words more often than positive
+    ones, and the highest label the reverse (the bundled IMDB subset once had its labels inverted)."""
+    task = get_task(name)
+    assert "neg" in task.label_names[0] and "pos" in task.label_names[-1]
+    field = task.text_fields[0]
+    for split in SPLITS:
+        rows = load_split(task, split, source="bundled")
+        by_label = {lab: [r[field] for r in rows if task.label_of(r) == lab] for lab in (0, task.num_labels - 1)}
+
+        def share(texts, words):
+            return sum(bool(words.search(t)) for t in texts) / max(1, len(texts))
+
+        low, high = by_label[0], by_label[task.num_labels - 1]
+        assert share(low, _NEGATIVE) > share(low, _POSITIVE), f"{name}/{split}: label 0 reads positive"
+        assert share(high, _POSITIVE) > share(high, _NEGATIVE), f"{name}/{split}: top label reads negative"
 
 
 def test_sst5_is_five_class_not_sst2():
