@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from tpv_core.experiments.addition import run_addition
-from tpv_core.experiments.common import mean_ci
+from tpv_core.experiments.common import mean_ci, summarize
 from tpv_core.experiments.cross_origin import run_cross_origin
 from tpv_core.experiments.fewshot import run_fewshot
 from tpv_core.experiments.negation import run_negation
@@ -15,6 +15,13 @@ def test_mean_ci():
     r = mean_ci([1.0, 2.0, 3.0])
     assert r["mean"] == 2.0 and r["n"] == 3 and r["ci_low"] < 2.0 < r["ci_high"]
     assert mean_ci([5.0])["ci_low"] == 5.0
+
+
+def test_summarize_also_means_other_columns():
+    df = pd.DataFrame({"g": ["a", "a", "b"], "v": [1.0, 3.0, 5.0], "w": [10.0, 20.0, 7.0]})
+    out = summarize(df, ["g"], "v", also_mean=["w"])
+    assert list(out["g"]) == ["a", "b"] and list(out["mean"]) == [2.0, 5.0] and list(out["w_mean"]) == [15.0, 7.0]
+    assert "w_mean" in summarize(df.iloc[:0], ["g"], "v", also_mean=["w"]).columns
 
 
 def test_cross_origin_end_to_end(minilm, tiny_store, tmp_path):

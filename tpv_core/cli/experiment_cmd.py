@@ -85,7 +85,8 @@ def cmd_addition(args: argparse.Namespace) -> int:
     bb = load_backbone_for_cli(args)
     res = run_addition(bb, PromptStore(args.store), args.tasks, args.out, seeds=parse_seeds(args.origin) or None,
                        set_size=args.set_size, methods=args.methods, grid=args.grid or DEFAULT_GRID,
-                       split=args.split, val_limit=args.val_limit, limit=args.limit, batch_size=args.batch_size, progress=_say)
+                       split=args.split, val_limit=args.val_limit, limit=args.limit, batch_size=args.batch_size,
+                       progress=_say)
     return _report(res)
 
 

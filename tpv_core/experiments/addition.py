@@ -22,12 +22,10 @@ from tpv_core.experiments.common import (
     ExperimentResult,
     ProgressFn,
     ResultsLog,
-    require,
-    stored_prompts,
     summarize,
+    task_prompts,
     write_outputs,
 )
-from tpv_core.prompts import TaskPromptVector
 from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task
 
@@ -62,9 +60,7 @@ def run_addition(
     for m in methods:
         get_method(m)  # an unknown name fails before any evaluation
     log = ResultsLog(out / f"{NAME}_runs.csv", ["method", "combo", "seed", "task"])
-    prompts = {t.name: stored_prompts(store, backbone.name, t.name, seeds) for t in specs}
-    for t in specs:
-        require(prompts[t.name], f"addition for {t.name}", store, backbone.name)
+    prompts = task_prompts(store, backbone.name, specs, seeds, "addition for")
     val = {t.name: prepare_split(backbone, t, "validation", limit=val_limit) for t in specs}
     test = {t.name: prepare_split(backbone, t, split, limit=limit) for t in specs}
     single: dict[tuple[str, int], float] = {}
@@ -100,9 +96,7 @@ def run_addition(
                 progress(f"{label} ({method}) seed {seed}: lambda={best_lambda:g}")
     runs = log.frame()
     by = ["method", "combo", "task"]
-    summary = summarize(runs, by, "relative")
-    if not summary.empty:
-        summary["lambda_mean"] = runs.groupby(by, sort=False)["lambda"].mean().reset_index(drop=True).values
+    summary = summarize(runs, by, "relative", also_mean=["lambda"])
     several = summary["method"].nunique() > 1 if not summary.empty else False
     fig = go.Figure()
     for task_name in summary["task"].unique() if not summary.empty else []:

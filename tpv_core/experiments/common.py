@@ -65,10 +65,13 @@ def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": n, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def summarize(df: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, by: Sequence[str], value: str, also_mean: Sequence[str] = ()) -> pd.DataFrame:
+    """Per group of ``by``: :func:`mean_ci` of ``value``, plus ``<col>_mean`` for each column of ``also_mean``."""
+    extra = [f"{c}_mean" for c in also_mean]
     if df.empty:
-        return pd.DataFrame(columns=[*by, "mean", "std", "n", "ci_low", "ci_high"])
-    out = [{**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))), **mean_ci(g[value])}
+        return pd.DataFrame(columns=[*by, "mean", "std", "n", "ci_low", "ci_high", *extra])
+    out = [{**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))), **mean_ci(g[value]),
+            **{f"{c}_mean": float(g[c].mean()) for c in also_mean}}
            for keys, g in df.groupby(list(by), sort=False)]
     return pd.DataFrame(out)
 
@@ -82,6 +85,16 @@ def stored_prompts(store: PromptStore, backbone: str, task: str, seeds: Sequence
     for seed, path in zip(df["seed"], df["path"]):
         out.setdefault(int(seed), store.load(backbone, task, Path(path).stem))
     return out
+
+
+def task_prompts(store: PromptStore, backbone: str, specs: Sequence[Any], seeds: Sequence[int] | None,
+                 what: str) -> dict[str, dict[int, SoftPrompt]]:
+    """The stored prompts of several tasks (task name -> origin seed -> prompt); a clear error for a task
+    without any (``what`` names the experiment in it)."""
+    prompts = {t.name: stored_prompts(store, backbone, t.name, seeds) for t in specs}
+    for t in specs:
+        require(prompts[t.name], f"{what} {t.name}", store, backbone)
+    return prompts
 
 
 def require(prompts: dict[int, SoftPrompt], what: str, store: PromptStore, backbone: str, need: int = 1) -> None:

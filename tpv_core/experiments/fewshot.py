@@ -24,9 +24,8 @@ from tpv_core.experiments.common import (
     ExperimentResult,
     ProgressFn,
     ResultsLog,
-    require,
-    stored_prompts,
     summarize,
+    task_prompts,
     write_outputs,
 )
 from tpv_core.prompts import TaskPromptVector
@@ -84,9 +83,7 @@ def run_fewshot(
     capped = sorted({min(int(k), n_train) for k in ks})
     if capped != sorted(set(int(k) for k in ks)):
         notes.append(f"k capped at the {n_train} training rows of {tgt.name}")
-    src_prompts = {s.name: stored_prompts(store, backbone.name, s.name, seeds) for s in srcs}
-    for s in srcs:
-        require(src_prompts[s.name], f"few-shot source {s.name}", store, backbone.name)
+    src_prompts = task_prompts(store, backbone.name, srcs, seeds, "few-shot source")
     common = sorted(set.intersection(*(set(p) for p in src_prompts.values())))
     if not common:
         raise FileNotFoundError(f"the sources {', '.join(sources)} share no origin seed on {backbone.name}")

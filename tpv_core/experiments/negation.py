@@ -24,9 +24,8 @@ from tpv_core.experiments.common import (
     ExperimentResult,
     ProgressFn,
     ResultsLog,
-    require,
-    stored_prompts,
     summarize,
+    task_prompts,
     write_outputs,
 )
 from tpv_core.store import PromptStore
@@ -58,9 +57,7 @@ def run_negation(
     if len(specs) < 2:
         raise ValueError("negation needs at least two tasks (one negated, one control)")
     log = ResultsLog(out / f"{NAME}_runs.csv", ["seed", "negated", "task"])
-    prompts = {t.name: stored_prompts(store, backbone.name, t.name, seeds) for t in specs}
-    for t in specs:
-        require(prompts[t.name], f"negation for {t.name}", store, backbone.name)
+    prompts = task_prompts(store, backbone.name, specs, seeds, "negation for")
     data = {t.name: prepare_split(backbone, t, split, limit=limit) for t in specs}
     cache: dict[tuple[str, str, int], float] = {}
 
@@ -95,10 +92,7 @@ def run_negation(
             if progress:
                 progress(f"negated {neg.name}, seed {seed}")
     runs = log.frame()
-    summary = summarize(runs, ["negated", "task", "role"], "relative")
-    if not summary.empty:
-        for col in ("before", "after", "tuned"):
-            summary[f"{col}_mean"] = runs.groupby(["negated", "task", "role"], sort=False)[col].mean().values
+    summary = summarize(runs, ["negated", "task", "role"], "relative", also_mean=["before", "after", "tuned"])
     fig = go.Figure()
     if not summary.empty:
         names = list(dict.fromkeys(summary["task"]))
