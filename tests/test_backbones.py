@@ -132,6 +132,21 @@ def test_empty_prompt_is_plain_model(fp32_backbone):
     assert emb.shape == (3, batch.input_ids.shape[1], bb.dim) and mask.shape == batch.attention_mask.shape
 
 
+def test_features_do_not_depend_on_padding(fp32_backbone):
+    """Each family's readout feature of a row is the same alone and in a right-padded batch (with a prompt
+    and without): the probe reads the answer position / the real tokens only."""
+    bb = fp32_backbone
+    texts = ["a short one", "a much longer input sentence that needs padding in the batch"]
+    prompt = _prompt(bb)
+    with torch.no_grad():
+        for p in (None, prompt):
+            both = bb.features(bb.batch(texts), p)
+            assert both.shape == (2, bb.dim) and both.dtype == torch.float32
+            alone = torch.cat([bb.features(bb.batch([t]), p) for t in texts])
+            torch.testing.assert_close(both, alone, atol=2e-4, rtol=2e-4)
+        assert not torch.allclose(bb.features(bb.batch(texts[:1]), prompt), bb.features(bb.batch(texts[:1]), None))
+
+
 def test_shape_errors(fp32_backbone):
     bb = fp32_backbone
     batch = bb.batch(TEXTS[:1])

@@ -260,6 +260,12 @@ class Backbone(abc.ABC):
         return emb, mask
 
     @abc.abstractmethod
+    def features(self, batch: InputBatch, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d) float32: the hidden state the family reads its answer from (encoder: the pooled output;
+        decoder: the last input position, which predicts the label word; seq2seq: the mean encoder
+        output). Used by `tpv_core.probe` to ask what a frozen backbone already separates."""
+
+    @abc.abstractmethod
     def label_scores(self, batch: InputBatch, prompt: torch.Tensor | None, labels: LabelSet) -> torch.Tensor:
         """(B, C) float32 class scores (higher = more likely)."""
 

@@ -174,6 +174,15 @@ class DecoderBackbone(Backbone):
         return torch.zeros(allowed.shape, dtype=torch.float32, device=seg.device).masked_fill(
             ~allowed, torch.finfo(torch.float32).min)
 
+    def features(self, batch: InputBatch, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        emb, mask = self.embed(batch, prompt)  # prompt first, rows right-padded
+        B, Q = mask.shape
+        pos = torch.arange(Q, device=self.device).expand(B, -1)
+        with self._autocast():
+            hidden = self.base(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=False)[0]
+        last = (mask.sum(1) - 1).clamp(min=0)
+        return hidden[torch.arange(B, device=self.device), last].float()
+
     # ---- the interface ---------------------------------------------------------------------
     def label_scores(self, batch: InputBatch, prompt: torch.Tensor | None, labels: LabelSet) -> torch.Tensor:
         ans = self.answer_tokens(labels, batch.chat)

@@ -55,6 +55,9 @@ class EncoderBackbone(Backbone):
         m = mask.to(torch.float32).unsqueeze(-1)
         return (hidden.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
 
+    def features(self, batch: InputBatch, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        return self.pooled(batch, prompt)
+
     def description_embeddings(self, labels: LabelSet) -> torch.Tensor:
         """(C, d) unit-norm, prompt-free embeddings of the label descriptions (cached per label set)."""
 

@@ -50,6 +50,11 @@ class Seq2SeqBackbone(Backbone):
             enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask)[0]
         return enc, mask
 
+    def features(self, batch: InputBatch, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        enc, mask = self.encode(batch, prompt)
+        m = mask.to(torch.float32).unsqueeze(-1)
+        return (enc.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
+
     def answer_logprobs(self, enc: torch.Tensor, enc_mask: torch.Tensor, row_index: torch.Tensor,
                         answers: list[list[int]]) -> tuple[torch.Tensor, int]:
         """Teacher-forced log-likelihood of each answer (sum over its tokens): (N,) for N answers, answer k

@@ -1,0 +1,50 @@
+"""``tpv probe``: linear probes of a frozen backbone (what it separates before any prompt is tuned)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, print_table
+from tpv_core.probe import VIEWS, linear_probe
+from tpv_core.tasks import get_task
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="linear probe of the frozen backbone's features per task (no prompt)")
+    add_backbone_args(p)
+    p.add_argument("--task", nargs="+", required=True)
+    p.add_argument("--views", nargs="+", default=["readout"], choices=list(VIEWS),
+                   help="readout: the formatted input where the family reads its answer; pair: the two text "
+                        "fields encoded apart, [u, v, |u-v|, u*v] (two-field tasks only)")
+    p.add_argument("--train-limit", type=int, default=1000, help="training rows for the probe (shuffled, seeded)")
+    p.add_argument("--limit", type=int, default=500, help="held-out rows scored")
+    p.add_argument("--split", default="validation", choices=["validation", "test"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--c", type=float, default=0.01, help="inverse L2 strength of the logistic regression")
+    p.add_argument("--chat", action="store_true", help="wrap inputs in the model's chat template (decoders)")
+    p.add_argument("--store", default="data/zoo", help="store root (for custom tasks)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    backbone = load_backbone_for_cli(args)
+    out = []
+    for name in args.task:
+        task = get_task(name, args.store)
+        views = [v for v in args.views if v != "pair" or len(task.text_fields) == 2]
+        if len(views) < len(args.views):
+            print(f"{task.name}: one text field, pair view skipped", file=sys.stderr)
+        for r in linear_probe(backbone, task, views=views, train_limit=args.train_limit, eval_limit=args.limit,
+                              eval_split=args.split, seed=args.seed, c=args.c, chat=args.chat,
+                              progress=lambda m: print(m, file=sys.stderr)):
+            out.append(r.as_dict())
+    if args.json:
+        print(json.dumps({"backbone": backbone.name, "results": out}))
+        return 0
+    import pandas as pd
+
+    print_table(pd.DataFrame(out))
+    return 0
