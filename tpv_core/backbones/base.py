@@ -87,6 +87,12 @@ def _prefer_eager_attention(model: torch.nn.Module) -> None:
         pass
 
 
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, d) float32 mean of ``hidden`` (B, T, d) over the positions where ``mask`` (B, T) is set."""
+    m = mask.to(torch.float32).unsqueeze(-1)
+    return (hidden.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 class Backbone(abc.ABC):
     """A frozen model of one family behind the common soft-prompt interface (see module docstring)."""
 

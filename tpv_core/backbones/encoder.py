@@ -12,7 +12,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from tpv_core.backbones.base import Backbone, InputBatch, LabelSet
+from tpv_core.backbones.base import Backbone, InputBatch, LabelSet, masked_mean
 
 DEFAULT_TEMPERATURE = 0.05
 
@@ -52,8 +52,7 @@ class EncoderBackbone(Backbone):
         emb, mask = self.embed(batch, prompt)
         with self._autocast():
             hidden = self.model(inputs_embeds=emb, attention_mask=mask)[0]
-        m = mask.to(torch.float32).unsqueeze(-1)
-        return (hidden.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return masked_mean(hidden, mask)
 
     def features(self, batch: InputBatch, prompt: torch.Tensor | None = None) -> torch.Tensor:
         return self.pooled(batch, prompt)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tpv_core.backbones.base import Backbone, InputBatch, LabelSet
+from tpv_core.backbones.base import Backbone, InputBatch, LabelSet, masked_mean
 
 
 class Seq2SeqBackbone(Backbone):
@@ -52,8 +52,7 @@ class Seq2SeqBackbone(Backbone):
 
     def features(self, batch: InputBatch, prompt: torch.Tensor | None = None) -> torch.Tensor:
         enc, mask = self.encode(batch, prompt)
-        m = mask.to(torch.float32).unsqueeze(-1)
-        return (enc.float() * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return masked_mean(enc, mask)
 
     def answer_logprobs(self, enc: torch.Tensor, enc_mask: torch.Tensor, row_index: torch.Tensor,
                         answers: list[list[int]]) -> tuple[torch.Tensor, int]:
