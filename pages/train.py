@@ -4,7 +4,8 @@ import streamlit as st
 
 from pages import _ui as ui
 from tpv_core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, TrainSpec
-from tpv_core.tasks import list_tasks
+from tpv_core.probe import linear_probe, probe_views
+from tpv_core.tasks import get_task, list_tasks
 from tpv_core.training import FAMILY_DEFAULTS, TrainConfig
 
 ui.page_setup()
@@ -74,6 +75,33 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:", dis
         st.toast(f"Job {job_id} queued: {spec.label()}", icon=":material/schedule:")
     except Exception as exc:  # noqa: BLE001
         ui.error_box(exc, "cannot start")
+
+# ---------------------------------------------------------------------------------------- probe
+with st.expander("Before tuning: can the frozen backbone separate these tasks? (linear probe)"):
+    st.caption("A logistic regression on the frozen, prompt-free features of training rows, scored on validation "
+               "rows. *readout*: the formatted input where the backbone reads its answer (what a prompt acts on); "
+               "*pair*: two text fields encoded apart. Near the majority rate, a short prompt has little to work "
+               "with (docs/REPRODUCTION.md, section 7).")
+    c1, c2 = st.columns(2)
+    probe_train = int(c1.number_input("Training rows", min_value=10, max_value=5000, value=500, key="probe_train"))
+    probe_eval = int(c2.number_input("Validation rows", min_value=10, max_value=5000, value=200, key="probe_eval"))
+    if st.button("Probe", key="probe_run", icon=":material/query_stats:", disabled=not (tasks and bb_name)):
+
+        def probe_all():
+            model = ui.backbone(bb_name)
+            rows = []
+            for name in tasks:
+                spec = get_task(name, root)
+                rows += [r.as_dict() for r in linear_probe(model, spec, views=probe_views(spec),
+                                                           train_limit=probe_train, eval_limit=probe_eval)]
+            return rows
+
+        with st.spinner(f"Probing {len(tasks)} task(s) on {bb_name}…"):
+            found = ui.run_with(probe_all, "probe failed")
+        if found is not None:
+            st.session_state["probe_rows"] = found
+    if st.session_state.get("probe_rows"):
+        st.dataframe(st.session_state["probe_rows"], hide_index=True, key="probe_table")
 
 # ---------------------------------------------------------------------------------------- jobs
 st.subheader("Jobs")

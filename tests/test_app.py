@@ -164,6 +164,21 @@ def test_training_job_lands_in_the_store(tmp_path, app_store):
     assert any("done" in m.value for m in at.markdown)
 
 
+def test_probe_on_the_train_page(app_store):
+    at = open_page(app_store.root, "train")
+    at.selectbox(key="train_bb").set_value("minilm-l6").run()
+    at.multiselect(key="train_tasks").set_value(["sentences_yelp", "qnli"])
+    at.number_input(key="probe_train").set_value(40)
+    at.number_input(key="probe_eval").set_value(20).run()
+    at.button(key="probe_run").click().run()
+    assert not errors(at)
+    rows = at.session_state["probe_rows"]
+    assert [(r["task"], r["view"]) for r in rows] == [("sentences_yelp", "readout"), ("qnli", "readout"),
+                                                      ("qnli", "pair")]
+    assert all(r["train_rows"] == 40 and r["eval_rows"] == 20 and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert len(at.dataframe) >= 1
+
+
 def test_similarity_heatmap_and_exports(app_store, downloads):
     at = open_page(app_store.root, "similarity")
     assert not errors(at)

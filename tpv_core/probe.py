@@ -78,6 +78,11 @@ def feature_matrix(backbone: "Backbone", task: "TaskSpec", rows: Sequence[dict],
     raise ValueError(f"unknown probe view {view!r}; expected one of {', '.join(VIEWS)}")
 
 
+def probe_views(task: "TaskSpec", wanted: Sequence[str] = VIEWS) -> list[str]:
+    """The views of ``wanted`` that apply to ``task`` (the pair view needs two text fields)."""
+    return [v for v in wanted if v != "pair" or len(task.text_fields) == 2]
+
+
 def _sample(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
     rows = rows[:]
     random.Random(seed).shuffle(rows)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, print_table
-from tpv_core.probe import VIEWS, linear_probe
+from tpv_core.probe import VIEWS, linear_probe, probe_views
 from tpv_core.tasks import get_task
 
 
@@ -34,7 +34,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out = []
     for name in args.task:
         task = get_task(name, args.store)
-        views = [v for v in args.views if v != "pair" or len(task.text_fields) == 2]
+        views = probe_views(task, args.views)
         if len(views) < len(args.views):
             print(f"{task.name}: one text field, pair view skipped", file=sys.stderr)
         for r in linear_probe(backbone, task, views=views, train_limit=args.train_limit, eval_limit=args.limit,
