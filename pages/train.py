@@ -4,7 +4,7 @@ import streamlit as st
 
 from pages import _ui as ui
 from tpv_core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, TrainSpec
-from tpv_core.probe import linear_probe, probe_views
+from tpv_core.probe import probe_tasks
 from tpv_core.tasks import get_task, list_tasks
 from tpv_core.training import FAMILY_DEFAULTS, TrainConfig
 
@@ -88,13 +88,9 @@ with st.expander("Before tuning: can the frozen backbone separate these tasks? (
     if st.button("Probe", key="probe_run", icon=":material/query_stats:", disabled=not (tasks and bb_name)):
 
         def probe_all():
-            model = ui.backbone(bb_name)
-            rows = []
-            for name in tasks:
-                spec = get_task(name, root)
-                rows += [r.as_dict() for r in linear_probe(model, spec, views=probe_views(spec),
-                                                           train_limit=probe_train, eval_limit=probe_eval)]
-            return rows
+            specs = [get_task(name, root) for name in tasks]
+            found = probe_tasks(ui.backbone(bb_name), specs, train_limit=probe_train, eval_limit=probe_eval)
+            return [r.as_dict() for r in found]
 
         with st.spinner(f"Probing {len(tasks)} task(s) on {bb_name}…"):
             found = ui.run_with(probe_all, "probe failed")

@@ -137,3 +137,9 @@ def linear_probe(
         results.append(ProbeResult(backbone.name, task.name, view, len(train), eval_split, len(held), majority,
                                    compute_metrics(task, preds, held)))
     return results
+
+
+def probe_tasks(backbone: "Backbone", tasks: Sequence["TaskSpec"], views: Sequence[str] = VIEWS,
+                **kw: Any) -> list[ProbeResult]:
+    """`linear_probe` for each task, with the views of ``views`` that apply to it (`probe_views`)."""
+    return [r for task in tasks for r in linear_probe(backbone, task, views=probe_views(task, views), **kw)]

@@ -7,7 +7,7 @@ import json
 import sys
 
 from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, print_table
-from tpv_core.probe import VIEWS, linear_probe, probe_views
+from tpv_core.probe import VIEWS, probe_tasks, probe_views
 from tpv_core.tasks import get_task
 
 
@@ -30,17 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    tasks = [get_task(name, args.store) for name in args.task]  # unknown tasks fail before the model loads
     backbone = load_backbone_for_cli(args)
-    out = []
-    for name in args.task:
-        task = get_task(name, args.store)
-        views = probe_views(task, args.views)
-        if len(views) < len(args.views):
+    for task in tasks:
+        if len(probe_views(task, args.views)) < len(args.views):
             print(f"{task.name}: one text field, pair view skipped", file=sys.stderr)
-        for r in linear_probe(backbone, task, views=views, train_limit=args.train_limit, eval_limit=args.limit,
-                              eval_split=args.split, seed=args.seed, c=args.c, chat=args.chat,
-                              progress=lambda m: print(m, file=sys.stderr)):
-            out.append(r.as_dict())
+    out = [r.as_dict() for r in probe_tasks(backbone, tasks, args.views, train_limit=args.train_limit,
+                                            eval_limit=args.limit, eval_split=args.split, seed=args.seed,
+                                            c=args.c, chat=args.chat, progress=lambda m: print(m, file=sys.stderr))]
     if args.json:
         print(json.dumps({"backbone": backbone.name, "results": out}))
         return 0
