@@ -12,13 +12,13 @@ visited in a fixed shuffled order so the running estimate is not biased by file 
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 
 from tpv_core.tasks import compute_metrics, load_split, text_to_label
+from tpv_core.tasks.data import shuffled_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import Backbone
@@ -55,12 +55,7 @@ def prepare_split(
     source: str = "auto",
 ) -> PreparedSplit:
     """Load (unless ``rows`` given), optionally shuffle and cut to ``limit``, and tokenize a split."""
-    rows = list(rows) if rows is not None else load_split(task, split, source=source)
-    if shuffle_seed is not None:
-        rows = rows[:]
-        random.Random(shuffle_seed).shuffle(rows)
-    if limit is not None:
-        rows = rows[:limit]
+    rows = shuffled_rows(rows if rows is not None else load_split(task, split, source=source), limit, shuffle_seed)
     if not rows:
         raise ValueError(f"no rows to evaluate for {task.name}/{split}")
     texts = [task.format(r, backbone.family) for r in rows]

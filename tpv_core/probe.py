@@ -15,14 +15,13 @@ Views:
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from tpv_core.tasks.data import load_split
+from tpv_core.tasks.data import load_split, shuffled_rows
 from tpv_core.tasks.metrics import compute_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,12 +82,6 @@ def probe_views(task: "TaskSpec", wanted: Sequence[str] = VIEWS) -> list[str]:
     return [v for v in wanted if v != "pair" or len(task.text_fields) == 2]
 
 
-def _sample(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
-    rows = rows[:]
-    random.Random(seed).shuffle(rows)
-    return rows if limit is None else rows[:limit]
-
-
 def linear_probe(
     backbone: "Backbone",
     task: "TaskSpec",
@@ -117,8 +110,8 @@ def linear_probe(
             raise ValueError(f"unknown probe view {v!r}; expected one of {', '.join(VIEWS)}")
     if c <= 0:
         raise ValueError(f"the inverse regularisation c must be > 0, got {c}")
-    train = _sample(load_split(task, "train", source=source), train_limit, seed)
-    held = _sample(load_split(task, eval_split, source=source), eval_limit, seed)
+    train = shuffled_rows(load_split(task, "train", source=source), train_limit, seed)
+    held = shuffled_rows(load_split(task, eval_split, source=source), eval_limit, seed)
     y_train = np.array([task.label_of(r) for r in train])
     classes, counts = np.unique(y_train, return_counts=True)
     if len(classes) < 2:

@@ -122,6 +122,16 @@ def load_split(task: TaskSpec | str, split: str, source: str = "auto", limit: in
 
 
 # ---------------------------------------------------------------------------------------- hub
+def shuffled_rows(rows: Sequence[dict[str, Any]], limit: int | None = None,
+                  seed: int | None = 0) -> list[dict[str, Any]]:
+    """A copy of ``rows`` shuffled with ``random.Random(seed)`` (order kept when ``seed`` is None), cut to
+    the first ``limit``: the rows an evaluation with ``--limit`` scores, and a probe uses."""
+    out = list(rows)
+    if seed is not None:
+        random.Random(seed).shuffle(out)
+    return out if limit is None else out[:limit]
+
+
 def _offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
