@@ -80,8 +80,8 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:", dis
 with st.expander("Before tuning: can the frozen backbone separate these tasks? (linear probe)"):
     st.caption("A logistic regression on the frozen, prompt-free features of training rows, scored on validation "
                "rows. *readout*: the formatted input where the backbone reads its answer (what a prompt acts on); "
-               "*pair*: two text fields encoded apart. Near the majority rate, a short prompt has little to work "
-               "with (docs/REPRODUCTION.md, section 7).")
+               "*pair*: two text fields encoded apart; *cosine*: only the cosine of those two encodings. Near the "
+               "majority rate, a short prompt has little to work with (docs/REPRODUCTION.md, section 7).")
     c1, c2 = st.columns(2)
     probe_train = int(c1.number_input("Training rows", min_value=10, max_value=5000, value=500, key="probe_train"))
     probe_eval = int(c2.number_input("Validation rows", min_value=10, max_value=5000, value=200, key="probe_eval"))

@@ -3,6 +3,7 @@
 import json
 import random
 
+import numpy as np
 import pytest
 
 from tpv_core.cli import main
@@ -35,11 +36,12 @@ def same_pair_task(tmp_path_factory):
 
 
 def test_pair_view_separates_what_it_should(minilm, same_pair_task):
-    res = {r.view: r for r in linear_probe(minilm, same_pair_task, views=("readout", "pair"), c=1.0)}
+    res = {r.view: r for r in linear_probe(minilm, same_pair_task, views=("readout", "pair", "cosine"), c=1.0)}
     pair = res["pair"]
     assert pair.train_rows == 96 and pair.eval_rows == 48 and pair.eval_split == "validation"
     assert pair.majority == pytest.approx(0.5)
     assert pair.metrics["accuracy"] >= 0.9  # |u - v| is zero exactly for the repeated sentence
+    assert res["cosine"].metrics["accuracy"] >= 0.9  # cosine 1 exactly for the repeated sentence
     assert set(res["readout"].metrics) == {"accuracy", "f1"}
     d = pair.as_dict()
     assert d["view"] == "pair" and d["accuracy"] == pair.metrics["accuracy"]
@@ -56,6 +58,8 @@ def test_probe_errors(minilm, same_pair_task):
     rows = [{"sentence": "fine", "label": 1}]
     with pytest.raises(ValueError, match="two text fields"):
         feature_matrix(minilm, sst2, rows, "pair")
+    with pytest.raises(ValueError, match="cosine view needs a task with two text fields"):
+        feature_matrix(minilm, sst2, rows, "cosine")
     with pytest.raises(ValueError, match="unknown probe view"):
         linear_probe(minilm, sst2, views=("cls",))
     with pytest.raises(ValueError, match="must be > 0"):
@@ -73,3 +77,15 @@ def test_cli_probe_json(capsys):
                                                                 ("qnli", "pair")]
     assert all(0 <= r["accuracy"] <= 1 and r["train_rows"] == 40 for r in out["results"])
     assert main(["probe", "--backbone", "minilm-l6", "--task", "nope"]) == 2
+
+
+def test_cosine_view_is_the_cosine_of_the_two_fields(minilm, same_pair_task):
+    rows = [{"first": "A child plays chess.", "second": "A child plays chess.", "label": "same"},
+            {"first": "A child plays chess.", "second": "The pilot fixes the car.", "label": "other"}]
+    x = feature_matrix(minilm, same_pair_task, rows, "cosine")
+    assert x.shape == (2, 1)
+    assert x[0, 0] == pytest.approx(1.0, abs=1e-5) and x[1, 0] < 0.9
+    pair = feature_matrix(minilm, same_pair_task, rows, "pair")
+    u, v = pair[:, :384], pair[:, 384:768]
+    cos = (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
+    assert x[:, 0] == pytest.approx(cos, abs=1e-5)

@@ -11,6 +11,10 @@ Views:
 - ``pair``: for tasks with two text fields (NLI, paraphrase), each field encoded on its own and
   combined as [u, v, |u - v|, u * v] (the sentence-pair features of sentence encoders). It shows what a
   pair-aware readout could reach; prompt tuning with the default readouts never sees this view.
+- ``cosine``: for the same tasks, one feature only, the cosine between the two separately encoded
+  fields (the score sentence encoders are trained to make high for related sentences). A probe on it
+  is a learned threshold (or, for several classes, ordered cut points) on that one number: what a
+  similarity readout without any trained head could reach.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import Backbone
     from tpv_core.tasks.spec import TaskSpec
 
-VIEWS = ("readout", "pair")
+VIEWS = ("readout", "pair", "cosine")
+PAIR_VIEWS = ("pair", "cosine")
 
 
 @dataclass
@@ -66,20 +71,23 @@ def feature_matrix(backbone: "Backbone", task: "TaskSpec", rows: Sequence[dict],
     """Frozen features of ``rows`` in one of `VIEWS`."""
     if view == "readout":
         return encode_texts(backbone, [task.format(r, backbone.family) for r in rows], **kw)
-    if view == "pair":
+    if view in PAIR_VIEWS:
         if len(task.text_fields) != 2:
-            raise ValueError(f"the pair view needs a task with two text fields; {task.name} has "
+            raise ValueError(f"the {view} view needs a task with two text fields; {task.name} has "
                              f"{len(task.text_fields)} ({', '.join(task.text_fields)})")
         values = [task.text_values(r) for r in rows]
         u = encode_texts(backbone, [v[0] for v in values], **kw)
         v = encode_texts(backbone, [v[1] for v in values], **kw)
+        if view == "cosine":
+            norms = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1)
+            return (np.sum(u * v, axis=1) / np.maximum(norms, 1e-12))[:, None]
         return np.hstack([u, v, np.abs(u - v), u * v])
     raise ValueError(f"unknown probe view {view!r}; expected one of {', '.join(VIEWS)}")
 
 
 def probe_views(task: "TaskSpec", wanted: Sequence[str] = VIEWS) -> list[str]:
-    """The views of ``wanted`` that apply to ``task`` (the pair view needs two text fields)."""
-    return [v for v in wanted if v != "pair" or len(task.text_fields) == 2]
+    """The views of ``wanted`` that apply to ``task`` (the pair and cosine views need two text fields)."""
+    return [v for v in wanted if v not in PAIR_VIEWS or len(task.text_fields) == 2]
 
 
 def linear_probe(

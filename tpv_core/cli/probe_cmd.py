@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", nargs="+", required=True)
     p.add_argument("--views", nargs="+", default=["readout"], choices=list(VIEWS),
                    help="readout: the formatted input where the family reads its answer; pair: the two text "
-                        "fields encoded apart, [u, v, |u-v|, u*v] (two-field tasks only)")
+                        "fields encoded apart, [u, v, |u-v|, u*v]; cosine: only the cosine of u and v "
+                        "(pair and cosine: two-field tasks only)")
     p.add_argument("--train-limit", type=int, default=1000, help="training rows for the probe (shuffled, seeded)")
     p.add_argument("--limit", type=int, default=500, help="held-out rows scored")
     p.add_argument("--split", default="validation", choices=["validation", "test"])
@@ -34,7 +35,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     backbone = load_backbone_for_cli(args)
     for task in tasks:
         if len(probe_views(task, args.views)) < len(args.views):
-            print(f"{task.name}: one text field, pair view skipped", file=sys.stderr)
+            print(f"{task.name}: one text field, pair and cosine views skipped", file=sys.stderr)
     out = [r.as_dict() for r in probe_tasks(backbone, tasks, args.views, train_limit=args.train_limit,
                                             eval_limit=args.limit, eval_split=args.split, seed=args.seed,
                                             c=args.c, chat=args.chat, progress=lambda m: print(m, file=sys.stderr))]
