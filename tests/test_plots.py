@@ -114,3 +114,11 @@ def test_long_heatmap_titles_wrap_to_the_figure_width():
     fig = heatmap(pd.DataFrame([[1.0]], index=["a"], columns=["a"]), title=title)
     assert fig.layout.title.text.count("<br>") == len(lines) - 1
     assert wrap_title("", 480) == []
+
+
+def test_projection_scatter_gives_every_task_its_own_colour():
+    tasks = [f"t{i}" for i in range(21)]  # a whole zoo: more tasks than Plotly's 10 default colours
+    df = pd.DataFrame({"x": range(21), "y": range(21), "backbone": "p", "task": tasks, "origin": "o0"})
+    fig = plots.projection_scatter(df)
+    colours = {tr.name: tr.marker.color for tr in fig.data}
+    assert len(colours) == 21 and len(set(colours.values())) == 21

@@ -1,11 +1,13 @@
 """2-D projections: PCA and UMAP (cosine), per-backbone separation, tiny-set fallback, `tpv project`."""
 
+import dataclasses
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tpv_core.projection import project
 from tpv_core.similarity import collect
@@ -94,3 +96,13 @@ def test_cli_project(tmp_path, capsys):
     assert code == 0 and "wide" in printed.out and "toy" not in printed.out
     code = main(["project", str(tmp_path / "nothing")])
     assert code == 1 and "no prompts" in capsys.readouterr().err
+
+
+def test_zero_vectors_are_left_out_and_named():
+    items = collect(synthetic_prompts())
+    zeroed = dataclasses.replace(items[0], tensor=torch.zeros_like(items[0].tensor))
+    df, note = project([zeroed, *items[1:]], method="pca")
+    assert len(df) == len(items) - 1 and zeroed.label not in set(df["label"])
+    assert f"left out 1 zero vector (no direction): {zeroed.backbone} {zeroed.label}" in note
+    empty, note0 = project([zeroed], method="pca")
+    assert empty.empty and "nothing to project" in note0 and zeroed.label in note0

@@ -144,14 +144,19 @@ def projection_scatter(df: pd.DataFrame, title: str = "") -> go.Figure:
     facet = "panel" if "panel" in df.columns else "backbone"
     n_panels = df[facet].nunique()
     hover = [c for c in ("label", "seed", "method", "what") if c in df.columns]
+    # Plotly's default palette has 10 colours; a whole zoo has more tasks, and two tasks must never share one.
+    palette = px.colors.qualitative.Plotly if df["task"].nunique() <= 10 else (
+        px.colors.qualitative.Dark24 + px.colors.qualitative.Light24)
     fig = px.scatter(df, x="x", y="y", color="task", symbol="origin", facet_col=facet,
-                     facet_col_wrap=min(n_panels, 3), hover_data=hover, title=title, template="plotly_white")
+                     facet_col_wrap=min(n_panels, 3), hover_data=hover, title=title, template="plotly_white",
+                     color_discrete_sequence=palette)
     fig.update_traces(marker=dict(size=10, line=dict(width=0.5, color="white")))
     fig.update_xaxes(matches=None, showticklabels=True, title=None)
     fig.update_yaxes(matches=None, showticklabels=True, title=None)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
     rows = math.ceil(n_panels / 3)
-    fig.update_layout(width=max(560, 420 * min(n_panels, 3) + 200), height=420 * rows + 60)
+    entries = df[["task", "origin"]].drop_duplicates().shape[0]  # one legend line per (task, origin)
+    fig.update_layout(width=max(560, 420 * min(n_panels, 3) + 200), height=max(420 * rows + 60, 21 * entries + 120))
     return fig
 
 

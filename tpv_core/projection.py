@@ -15,6 +15,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tpv_core.similarity import Item
 
@@ -83,18 +84,23 @@ def project(
     ``umap``: UMAP on the flattened tensors with ``metric="cosine"`` and a fixed ``random_state``;
     ``n_neighbors`` is clamped to n - 1, and groups with fewer than ``min_umap_points`` items fall back
     to PCA. ``pca``: PCA of the flattened tensors scaled to unit length (so it sees the same directions
-    as the cosine UMAP). Returns (DataFrame with x, y, backbone, panel, task, origin, seed, label, what,
+    as the cosine UMAP). All-zero items (a prompt that never left its origin) have no direction, so
+    they are left out and the note names them. Returns (DataFrame with x, y, backbone, panel, task, origin, seed, label, what,
     method; a note for people saying what was done and every fallback).
     """
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; choose 'umap' or 'pca'")
+    zero = [f"{it.backbone} {it.label}" for it in items if not torch.count_nonzero(it.tensor)]
+    notes = [f"left out {len(zero)} zero vector{'s' if len(zero) != 1 else ''} (no direction): {', '.join(zero)}"
+             ] if zero else []
+    items = [it for it in items if torch.count_nonzero(it.tensor)]
     if not items:
-        return pd.DataFrame(columns=COLUMNS), "nothing to project"
+        return pd.DataFrame(columns=COLUMNS), "; ".join(["nothing to project", *notes])
     groups = _groups(items)
     backbone_lengths: dict[str, int] = {}
     for bb, _ in groups:
         backbone_lengths[bb] = backbone_lengths.get(bb, 0) + 1
-    frames, notes = [], []
+    frames = []
     for (bb, length), idx in groups.items():
         sub = [items[i] for i in idx]
         panel = bb if backbone_lengths[bb] == 1 else f"{bb} L={length}"
