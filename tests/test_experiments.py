@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from tpv_core.experiments.addition import run_addition
+from tpv_core.experiments.addition import addition_figure, run_addition
 from tpv_core.experiments.common import mean_ci, summarize
 from tpv_core.experiments.cross_origin import run_cross_origin
 from tpv_core.experiments.fewshot import run_fewshot
@@ -53,6 +53,22 @@ def test_addition_compares_merge_methods(minilm, tiny_store, tmp_path):
     assert (ref["sum"] == ref["ties"]).all()
     with pytest.raises(ValueError, match="unknown merge method"):
         run_addition(minilm, tiny_store, TASKS, tmp_path / "bad", methods=["average"], limit=8)
+
+
+def test_addition_figure_one_slot_per_task_of_each_combination():
+    summary = pd.DataFrame({"method": ["sum", "sum", "ties", "ties", "sum", "sum"],
+                            "combo": ["a+b", "a+b", "a+b", "a+b", "c+a", "c+a"],
+                            "task": ["a", "b", "a", "b", "c", "a"], "mean": [0.9, 0.8, 0.95, 0.7, 0.6, 0.5],
+                            "std": [0.01] * 6})
+    fig = addition_figure(summary, "t")
+    by = {(tr.name, tr.offsetgroup): tr for tr in fig.data}
+    # a is first in a+b and second in c+a: two traces, one legend entry
+    assert set(by) == {("a", "0"), ("b", "1"), ("c", "0"), ("a", "1")}
+    assert [tr.showlegend for tr in fig.data].count(True) == 3
+    assert list(by[("a", "0")].x[0]) == ["a+b", "a+b"] and list(by[("a", "0")].x[1]) == ["sum", "ties"]
+    assert list(by[("a", "0")].y) == [0.9, 0.95] and list(by[("a", "1")].y) == [0.5]
+    assert by[("a", "0")].marker.color == by[("a", "1")].marker.color != by[("b", "1")].marker.color
+    assert addition_figure(summary.iloc[:0], "none").data == ()
 
 
 def test_negation_end_to_end(minilm, tiny_store, tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
 from tpv_core.combine import get_method, lambda_search, merge
 from tpv_core.evaluation import evaluate, prepare_split
@@ -97,13 +98,31 @@ def run_addition(
     runs = log.frame()
     by = ["method", "combo", "task"]
     summary = summarize(runs, by, "relative", also_mean=["lambda"])
-    several = summary["method"].nunique() > 1 if not summary.empty else False
-    fig = go.Figure()
-    for task_name in summary["task"].unique() if not summary.empty else []:
-        part = summary[summary["task"] == task_name]
-        x = part["combo"] + " (" + part["method"] + ")" if several else part["combo"]
-        fig.add_bar(name=task_name, x=x, y=part["mean"], error_y={"type": "data", "array": part["std"]})
-    fig.update_layout(title=f"Task addition on {backbone.name}: test score relative to the single-task prompt",
-                      barmode="group", yaxis_title="relative score")
+    fig = addition_figure(summary, f"Task addition on {backbone.name}: test score relative to the single-task prompt")
     files = write_outputs(out, NAME, summary, {NAME: fig})
     return ExperimentResult(NAME, runs, summary, [log.path, *files])
+
+
+def addition_figure(summary, title: str) -> go.Figure:
+    """Bars of relative score: x = (combination, method), one bar per task of the combination, in the
+    combination's order (so a pair takes two slots, not one per task of the whole experiment), coloured
+    by task."""
+    fig = go.Figure()
+    if summary.empty:
+        return fig.update_layout(title=title)
+    methods = list(dict.fromkeys(summary["method"]))
+    combos = list(dict.fromkeys(summary["combo"]))
+    order = summary.assign(c=summary["combo"].map(combos.index), m=summary["method"].map(methods.index))
+    order = order.sort_values(["c", "m"])
+    colours = dict(zip(dict.fromkeys(order["task"]), itertools.cycle(qualitative.Plotly)))
+    shown: set[str] = set()
+    position = order.apply(lambda r: r["combo"].split("+").index(r["task"]), axis=1)
+    for (task_name, pos), part in order.groupby([order["task"], position], sort=False):
+        fig.add_bar(name=task_name, legendgroup=task_name, showlegend=task_name not in shown, offsetgroup=str(pos),
+                    x=[part["combo"].tolist(), part["method"].tolist()], y=part["mean"],
+                    marker_color=colours[task_name], error_y={"type": "data", "array": part["std"]})
+        shown.add(task_name)
+    bars = sum(len(c.split("+")) for c in combos) * len(methods)
+    fig.update_layout(title=title, barmode="group", yaxis_title="relative score", template="plotly_white",
+                      width=max(700, 40 * bars + 250), height=500)
+    return fig
