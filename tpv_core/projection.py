@@ -85,15 +85,16 @@ def project(
     ``n_neighbors`` is clamped to n - 1, and groups with fewer than ``min_umap_points`` items fall back
     to PCA. ``pca``: PCA of the flattened tensors scaled to unit length (so it sees the same directions
     as the cosine UMAP). All-zero items (a prompt that never left its origin) have no direction, so
-    they are left out and the note names them. Returns (DataFrame with x, y, backbone, panel, task, origin, seed, label, what,
-    method; a note for people saying what was done and every fallback).
+    they are left out and the note names them. Returns (DataFrame with x, y, backbone, panel, task,
+    origin, seed, label, what, method; a note for people saying what was done and every fallback).
     """
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; choose 'umap' or 'pca'")
-    zero = [f"{it.backbone} {it.label}" for it in items if not torch.count_nonzero(it.tensor)]
+    has_direction = [bool(torch.count_nonzero(it.tensor)) for it in items]
+    zero = [f"{it.backbone} {it.label}" for it, ok in zip(items, has_direction) if not ok]
     notes = [f"left out {len(zero)} zero vector{'s' if len(zero) != 1 else ''} (no direction): {', '.join(zero)}"
              ] if zero else []
-    items = [it for it in items if torch.count_nonzero(it.tensor)]
+    items = [it for it, ok in zip(items, has_direction) if ok]
     if not items:
         return pd.DataFrame(columns=COLUMNS), "; ".join(["nothing to project", *notes])
     groups = _groups(items)

@@ -31,6 +31,8 @@ from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from tpv_core.backbones.base import Backbone
 
 NAME = "addition"
@@ -103,7 +105,7 @@ def run_addition(
     return ExperimentResult(NAME, runs, summary, [log.path, *files])
 
 
-def addition_figure(summary, title: str) -> go.Figure:
+def addition_figure(summary: "pd.DataFrame", title: str) -> go.Figure:
     """Bars of relative score: x = (combination, method), one bar per task of the combination, in the
     combination's order (so a pair takes two slots, not one per task of the whole experiment), coloured
     by task."""
