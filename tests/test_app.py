@@ -174,7 +174,7 @@ def test_probe_on_the_train_page(app_store):
     assert not errors(at)
     rows = at.session_state["probe_rows"]
     assert [(r["task"], r["view"]) for r in rows] == [("sentences_yelp", "readout"), ("qnli", "readout"),
-                                                      ("qnli", "pair")]
+                                                      ("qnli", "pair"), ("qnli", "cosine")]
     assert all(r["train_rows"] == 40 and r["eval_rows"] == 20 and 0 <= r["accuracy"] <= 1 for r in rows)
     assert len(at.dataframe) >= 1
 
