@@ -66,23 +66,38 @@ def encode_texts(backbone: "Backbone", texts: Sequence[str], *, batch_size: int 
     return np.concatenate(out)
 
 
+def _check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"unknown probe view {view!r}; expected one of {', '.join(VIEWS)}")
+
+
+def _encode(backbone: "Backbone", task: "TaskSpec", rows: Sequence[dict], view: str, **kw) -> tuple[np.ndarray, ...]:
+    """What ``view`` is computed from: (formatted input,) for ``readout``; (u, v), the two fields encoded
+    apart, for the pair views, which share it."""
+    if view not in PAIR_VIEWS:
+        return (encode_texts(backbone, [task.format(r, backbone.family) for r in rows], **kw),)
+    if len(task.text_fields) != 2:
+        raise ValueError(f"the {view} view needs a task with two text fields; {task.name} has "
+                         f"{len(task.text_fields)} ({', '.join(task.text_fields)})")
+    values = [task.text_values(r) for r in rows]
+    return (encode_texts(backbone, [v[0] for v in values], **kw), encode_texts(backbone, [v[1] for v in values], **kw))
+
+
+def _view_features(view: str, encoded: tuple[np.ndarray, ...]) -> np.ndarray:
+    if view not in PAIR_VIEWS:
+        return encoded[0]
+    u, v = encoded
+    if view == "cosine":
+        norms = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1)
+        return (np.sum(u * v, axis=1) / np.maximum(norms, 1e-12))[:, None]
+    return np.hstack([u, v, np.abs(u - v), u * v])
+
+
 def feature_matrix(backbone: "Backbone", task: "TaskSpec", rows: Sequence[dict], view: str = "readout",
                    **kw) -> np.ndarray:
     """Frozen features of ``rows`` in one of `VIEWS`."""
-    if view == "readout":
-        return encode_texts(backbone, [task.format(r, backbone.family) for r in rows], **kw)
-    if view in PAIR_VIEWS:
-        if len(task.text_fields) != 2:
-            raise ValueError(f"the {view} view needs a task with two text fields; {task.name} has "
-                             f"{len(task.text_fields)} ({', '.join(task.text_fields)})")
-        values = [task.text_values(r) for r in rows]
-        u = encode_texts(backbone, [v[0] for v in values], **kw)
-        v = encode_texts(backbone, [v[1] for v in values], **kw)
-        if view == "cosine":
-            norms = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1)
-            return (np.sum(u * v, axis=1) / np.maximum(norms, 1e-12))[:, None]
-        return np.hstack([u, v, np.abs(u - v), u * v])
-    raise ValueError(f"unknown probe view {view!r}; expected one of {', '.join(VIEWS)}")
+    _check_view(view)
+    return _view_features(view, _encode(backbone, task, rows, view, **kw))
 
 
 def probe_views(task: "TaskSpec", wanted: Sequence[str] = VIEWS) -> list[str]:
@@ -114,8 +129,7 @@ def linear_probe(
     from sklearn.preprocessing import StandardScaler
 
     for v in views:
-        if v not in VIEWS:
-            raise ValueError(f"unknown probe view {v!r}; expected one of {', '.join(VIEWS)}")
+        _check_view(v)
     if c <= 0:
         raise ValueError(f"the inverse regularisation c must be > 0, got {c}")
     train = shuffled_rows(load_split(task, "train", source=source), train_limit, seed)
@@ -127,11 +141,14 @@ def linear_probe(
     top = classes[np.argmax(counts)]
     majority = float(np.mean([task.label_of(r) == top for r in held]))
     results = []
+    encoded: dict[bool, tuple] = {}  # the pair and cosine views share one encoding of each field
     for view in views:
-        if progress:
-            progress(f"{task.name}: encoding {len(train)} + {len(held)} rows ({view})")
-        x_train = feature_matrix(backbone, task, train, view, chat=chat)
-        x_held = feature_matrix(backbone, task, held, view, chat=chat)
+        source = view in PAIR_VIEWS
+        if source not in encoded:
+            if progress:
+                progress(f"{task.name}: encoding {len(train)} + {len(held)} rows ({view})")
+            encoded[source] = tuple(_encode(backbone, task, rows, view, chat=chat) for rows in (train, held))
+        x_train, x_held = (_view_features(view, e) for e in encoded[source])
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
         clf.fit(x_train, y_train)
         preds = [int(p) for p in clf.predict(x_held)]
