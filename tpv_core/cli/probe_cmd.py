@@ -34,8 +34,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     tasks = [get_task(name, args.store) for name in args.task]  # unknown tasks fail before the model loads
     backbone = load_backbone_for_cli(args)
     for task in tasks:
-        if len(probe_views(task, args.views)) < len(args.views):
-            print(f"{task.name}: one text field, pair and cosine views skipped", file=sys.stderr)
+        skipped = [v for v in args.views if v not in probe_views(task, args.views)]
+        if skipped:
+            print(f"{task.name}: one text field, {' and '.join(skipped)} view(s) skipped", file=sys.stderr)
     out = [r.as_dict() for r in probe_tasks(backbone, tasks, args.views, train_limit=args.train_limit,
                                             eval_limit=args.limit, eval_split=args.split, seed=args.seed,
                                             c=args.c, chat=args.chat, progress=lambda m: print(m, file=sys.stderr))]
