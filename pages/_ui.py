@@ -214,12 +214,17 @@ def prepared_split(bb_name: str, task_name: str, split: str, limit: int | None, 
 @st.cache_data(show_spinner=False, max_entries=2048)
 def prompt_score(bb_name: str, path: str, mtime_ns: int, task_name: str, split: str, limit: int | None,
                  root: str) -> dict[str, float]:
-    """Metrics of a stored prompt on a split (cached per file version)."""
+    """Metrics of a stored prompt on a split (cached per file version); a prompt scored on its own task must
+    have been tuned under the readout the backbone uses for it (`check_readout`)."""
     from tpv_core.evaluation import evaluate
+    from tpv_core.training import check_readout
 
     bb = model_cache().get(bb_name)
     prep = prepared_split(bb_name, task_name, split, limit, root)
-    res = evaluate(bb, prep.task, prompt_at(path).tensor, prep)
+    prompt = prompt_at(path)
+    if prompt.task == task_name:
+        check_readout(prompt, bb, prep.task)
+    res = evaluate(bb, prep.task, prompt.tensor, prep)
     return {"main": res.main, "n": res.n, **res.metrics}
 
 

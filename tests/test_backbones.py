@@ -69,6 +69,8 @@ def test_label_set_validation():
     with pytest.raises(ValueError):
         LabelSet((), ())
     assert len(LabelSet(["x", "y"], ["X.", "Y."])) == 2
+    with pytest.raises(ValueError, match="2 labels but 1 similarity targets"):
+        LabelSet(("a", "b"), ("A.", "B."), targets=(1.0,))
 
 
 def test_collate_pads_and_truncates(tiny_llama, minilm_l6, tiny_t5):
@@ -272,6 +274,53 @@ def test_encoder_fits_long_inputs(minilm_l6):
     with pytest.warns(UserWarning, match="truncated"):
         emb, mask = minilm_l6.embed(batch, _prompt(minilm_l6, L=20))
     assert emb.shape[1] == 512 and int(mask.sum()) == 512
+
+
+def test_encoder_similarity_readout(minilm_l6):
+    """Two-field tasks with similarity targets: each field encoded apart with the prompt, the class read from
+    their cosine; checked against an obvious per-field computation."""
+    from tpv_core.tasks import get_task
+
+    bb, task = minilm_l6, get_task("mnli")
+    assert bb.readout(task) == "similarity" and bb.readout(get_task("sst2")) == "descriptions"
+    rows = [{"premise": "A man is playing a guitar on stage.", "hypothesis": "A man plays music.", "label": 0},
+            {"premise": "Two dogs run in the park.", "hypothesis": "The cat sleeps.", "label": 2}]
+    text = bb.format(task, rows[0])
+    assert text == "A man is playing a guitar on stage. [SEP] A man plays music."
+    batch = bb.batch([bb.format(task, r) for r in rows])
+    prompt, labels = _prompt(bb, L=4), task.label_set()
+    assert labels.targets == (1.0, 0.5, 0.0)
+    emb = bb.model.get_input_embeddings()
+
+    @torch.no_grad()
+    def encode(sentence):
+        e = emb(torch.tensor(bb.tokenize([sentence])[0]))
+        return bb.model(inputs_embeds=torch.cat([e[:1], prompt, e[1:]])[None])[0][0].mean(0)
+
+    with torch.no_grad():
+        scores = bb.label_scores(batch, prompt, labels)
+    for i, r in enumerate(rows):
+        s = F.cosine_similarity(encode(r["premise"]), encode(r["hypothesis"]), dim=0)
+        expected = -((s - torch.tensor(labels.targets)) ** 2) / bb.temperature
+        torch.testing.assert_close(scores[i], expected, atol=1e-4, rtol=1e-4)
+    p = prompt.clone().requires_grad_(True)
+    bb.loss(batch, p, labels, torch.tensor([0, 2])).backward()
+    assert p.grad.abs().sum() > 0
+    # a row without the separator between its fields cannot be read this way
+    with pytest.raises(ValueError, match="no separator"):
+        bb.label_scores(bb.batch(["one sentence only"]), prompt, labels)
+
+
+def test_encoder_pair_truncation_keeps_both_fields(minilm_l6):
+    bb, sep = minilm_l6, minilm_l6.tokenizer.sep_token_id
+    ids = bb.tokenize(["a " * 40 + "[SEP] b b b"])[0]  # [CLS] a x40 [SEP] b b b [SEP]
+    cut = bb.collate([ids], max_length=12).rows()[0]
+    assert len(cut) == 12 and cut[0] == ids[0] and cut[-1] == sep
+    inner = cut.index(sep)
+    assert cut[1:inner] == ids[1:7] and cut[inner + 1:-1] == ids[-4:-1]  # the long field gives way
+    ids = bb.tokenize(["a " * 40 + "[SEP] " + "b " * 40])[0]
+    cut = bb.collate([ids], max_length=11).rows()[0]
+    assert cut.index(sep) == 5 and len(cut) == 11  # both long: split evenly (4 + 4)
 
 
 # ---- providers -----------------------------------------------------------------------------------------------

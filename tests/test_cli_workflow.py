@@ -50,6 +50,26 @@ def test_train_eval_combine_cycle(capsys, tmp_path):
     assert (tmp_path / "zoo" / "minilm-l6" / "combo").is_dir()
 
 
+def test_prompts_from_another_readout_are_retrained(capsys, tmp_path):
+    """A stored encoder prompt for a pair task tuned under the description readout (every one stored before
+    the similarity readout): `tpv eval` refuses it with the fix, `tpv train` retrains it instead of skipping."""
+    from tpv_core.prompts import SoftPrompt
+    from tpv_core.store import PromptStore
+
+    store = PromptStore(tmp_path / "zoo")
+    common = ["--backbone", "minilm-l6", "--store", str(store.root), "--task", "rte", "--origin", "0"]
+    code, _, err = run(capsys, "train", *common, "--steps", "1", "--length", "4", "--eval-limit", "4")
+    assert code == 0, err
+    (p,) = store.load_all("minilm-l6", "rte")
+    meta = {k: v for k, v in p.metadata.items() if k != "readout"}
+    store.save(SoftPrompt(p.tensor, p.origin, p.task, p.backbone, meta), overwrite=True)
+    code, _, err = run(capsys, "eval", *common, "--limit", "4")
+    assert code != 0 and "'descriptions' readout" in err and "tpv train" in err
+    code, _, err = run(capsys, "train", *common, "--steps", "1", "--length", "4", "--eval-limit", "4")
+    assert code == 0 and "retrain rte" in err
+    assert store.load_all("minilm-l6", "rte")[0].metadata["readout"] == {"rte": "similarity"}
+
+
 def test_clear_errors(capsys, tmp_path):
     code, _, err = run(capsys, "eval", "--backbone", "minilm-l6", "--task", "no_such_task", "--store", str(tmp_path))
     assert code == 2 and "no_such_task" in err

@@ -115,6 +115,23 @@ def test_spec_roundtrips_through_dict():
         assert d["name"] == task.name and d["sizes"]["test"] > 0 and d["metrics"]
 
 
+def test_similarity_targets():
+    """Two-field tasks carry one target cosine per class, in label order; bad targets are refused."""
+    assert get_task("mnli").similarity_targets == (1.0, 0.5, 0.0)
+    assert get_task("qqp").similarity_targets == (0.0, 1.0)  # not_duplicate, duplicate
+    assert get_task("cb").similarity_targets == (1.0, 0.0, 0.5)  # entailment, contradiction, neutral
+    stsb = get_task("stsb")
+    assert stsb.similarity_targets[0] == 0.0 and stsb.similarity_targets[-1] == 1.0
+    assert len(stsb.similarity_targets) == stsb.num_labels
+    assert not get_task("sst2").similarity_targets
+    base = get_task("rte").to_dict()
+    for targets, msg in [((1.0,), "2 labels but 1"), ((1.0, 2.0), r"cosines in \[-1, 1\]")]:
+        with pytest.raises(ValueError, match=msg):
+            TaskSpec.from_dict({**base, "similarity_targets": list(targets)})
+    with pytest.raises(ValueError, match="two text fields"):
+        TaskSpec.from_dict({**get_task("sst2").to_dict(), "similarity_targets": [0.0, 1.0]})
+
+
 def test_formats():
     mnli = get_task("mnli")
     ex = {"premise": "A man sleeps.", "hypothesis": None, "label": 0}

@@ -7,7 +7,8 @@ import torch.multiprocessing as mp
 from tpv_core.evaluation import evaluate, iter_evaluate, prepare_split
 from tpv_core.prompts import make_origin
 from tpv_core.tasks import get_task, load_split
-from tpv_core.training import TrainConfig, tune_prompt
+from tpv_core.prompts import PromptMismatchError, SoftPrompt
+from tpv_core.training import TrainConfig, check_readout, tune_prompt
 
 TASK = "sentences_yelp"
 
@@ -64,6 +65,24 @@ def test_k_shot_and_multitask(minilm):
     assert multi.prompt.task == "sentences_yelp+sentences_imdb"
     with pytest.raises(ValueError, match="k"):
         tune_prompt(minilm, a, origin, small_cfg(k_shot=100000))
+
+
+def test_prompts_record_their_readout(minilm):
+    """A pair task on the encoder is tuned under the similarity readout and says so; a prompt tuned under
+    another readout (every encoder prompt stored before readouts were recorded) is refused, not misread."""
+    rte, sst = get_task("rte"), get_task(TASK)
+    origin = make_origin(minilm, seed=0, length=4)
+    res = tune_prompt(minilm, rte, origin, small_cfg(steps=2, eval_every=None))
+    assert res.prompt.metadata["readout"] == {"rte": "similarity"}
+    assert check_readout(res.prompt, minilm, rte) is res.prompt
+    old_meta = {k: v for k, v in res.prompt.metadata.items() if k != "readout"}
+    old = SoftPrompt(res.prompt.tensor, origin, "rte", minilm.name, old_meta)
+    with pytest.raises(PromptMismatchError, match="tuned for the 'descriptions' readout.*tpv train"):
+        check_readout(old, minilm, rte)
+    with pytest.raises(PromptMismatchError, match="descriptions"):
+        tune_prompt(minilm, rte, origin, small_cfg(steps=4, eval_every=None), resume=old)
+    single = tune_prompt(minilm, sst, origin, small_cfg(steps=1, eval_every=None)).prompt
+    assert single.metadata["readout"] == {TASK: "descriptions"}
 
 
 def test_origin_checks(minilm):

@@ -58,7 +58,7 @@ def prepare_split(
     rows = shuffled_rows(rows if rows is not None else load_split(task, split, source=source), limit, shuffle_seed)
     if not rows:
         raise ValueError(f"no rows to evaluate for {task.name}/{split}")
-    texts = [task.format(r, backbone.family) for r in rows]
+    texts = [backbone.format(task, r) for r in rows]
     ids = backbone.tokenize(texts, chat=chat)
     targets = [task.label_of(r) for r in rows]
     return PreparedSplit(task, backbone.name, split, rows, ids, targets, chat)

@@ -75,7 +75,7 @@ def _encode(backbone: "Backbone", task: "TaskSpec", rows: Sequence[dict], view: 
     """What ``view`` is computed from: (formatted input,) for ``readout``; (u, v), the two fields encoded
     apart, for the pair views, which share it."""
     if view not in PAIR_VIEWS:
-        return (encode_texts(backbone, [task.format(r, backbone.family) for r in rows], **kw),)
+        return (encode_texts(backbone, [backbone.format(task, r) for r in rows], **kw),)
     if len(task.text_fields) != 2:
         raise ValueError(f"the {view} view needs a task with two text fields; {task.name} has "
                          f"{len(task.text_fields)} ({', '.join(task.text_fields)})")

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from tpv_core import __version__
 from tpv_core.evaluation import PreparedSplit, evaluate, prepare_split
-from tpv_core.prompts import Origin, SoftPrompt
+from tpv_core.prompts import Origin, PromptMismatchError, SoftPrompt
 from tpv_core.tasks import k_shot as sample_k_shot
 from tpv_core.tasks import load_split
 
@@ -164,7 +164,7 @@ class _Stream:
 
     def __init__(self, backbone: "Backbone", task: "TaskSpec", rows: list[dict], cfg: TrainConfig, seed: int):
         self.task, self.rows, self.labels = task, rows, task.label_set()
-        self.ids = backbone.tokenize([task.format(r, backbone.family) for r in rows], chat=cfg.chat)
+        self.ids = backbone.tokenize([backbone.format(task, r) for r in rows], chat=cfg.chat)
         self.targets = torch.tensor([task.label_of(r) for r in rows], dtype=torch.long)
         self.gen = torch.Generator().manual_seed(seed)
         self.grouped = cfg.group_by_length
@@ -195,6 +195,27 @@ def task_key(tasks: "TaskSpec | Sequence[TaskSpec]") -> str:
     """Store name of a (multi-)task prompt: ``mnli`` or ``mnli+qnli``."""
     tasks = [tasks] if not isinstance(tasks, (list, tuple)) else list(tasks)
     return "+".join(t.name for t in tasks)
+
+
+def tuned_readout(prompt: SoftPrompt, task: str) -> str:
+    """The readout ``prompt`` was tuned under for ``task`` (see `Backbone.readout`). Prompts stored before
+    readouts were recorded were all tuned under their family's default (descriptions on encoders)."""
+    recorded = (prompt.metadata.get("readout") or {}).get(task)
+    if recorded:
+        return str(recorded)
+    return "descriptions" if prompt.metadata.get("backbone_family") == "encoder" else "verbalisers"
+
+
+def check_readout(prompt: SoftPrompt, backbone: "Backbone", task: "TaskSpec") -> SoftPrompt:
+    """``prompt``, when it was tuned under the readout ``backbone`` uses for ``task``; a `PromptMismatchError`
+    naming the fix otherwise (a prompt tuned for one readout scores near chance under another)."""
+    have, want = tuned_readout(prompt, task.name), backbone.readout(task)
+    if have != want:
+        raise PromptMismatchError(
+            f"the {prompt.task} prompt from origin {prompt.origin.id} was tuned for the {have!r} readout, but "
+            f"{backbone.name} reads {task.name} by {want!r}; retrain it: tpv train --backbone {backbone.name} "
+            f"--task {task.name} --origin {prompt.origin.seed}")
+    return prompt
 
 
 def tune_prompt(
@@ -249,6 +270,8 @@ def tune_prompt(
     if resume is not None:
         if resume.origin != origin or resume.task != name:
             raise ValueError(f"cannot resume: stored prompt is {resume.task}/{resume.origin.id}, not {name}/{origin.id}")
+        for t in tasks:
+            check_readout(resume, backbone, t)
         start_tensor, start_step = resume.tensor, int(resume.metadata.get("steps") or 0)
     prompt = torch.nn.Parameter(start_tensor.detach().float().clone().to(backbone.device))
     opt = _optimizer(cfg, [prompt])
@@ -317,6 +340,7 @@ def tune_prompt(
         backbone_model_id=backbone.model_id,
         backbone_revision=backbone.revision,
         backbone_family=backbone.family,
+        readout={t.name: backbone.readout(t) for t in tasks},
         training={**cfg.as_dict(), "train_rows": sum(len(s.rows) for s in streams), "world_size": world,
                   "tasks": [t.name for t in tasks], "init": "origin" if init is None else "custom",
                   "precision": str(backbone.compute_dtype)},

@@ -49,12 +49,12 @@ def cmd_combine(args: argparse.Namespace) -> int:
         name, _, seed = spec.partition(":")
         task = get_task(name, args.store)
         seed_i = int(seed) if seed else args.origin
-        found = stored_prompts(store, bb.name, task.name, [seed_i])
+        found = stored_prompts(store, bb, task, [seed_i])
         if seed_i not in found:
             raise FileNotFoundError(f"no stored {task.name} prompt from origin seed {seed_i} for {bb.name} in {store.root}")
         vectors.append(found[seed_i].vector())
         singles[task.name] = found[seed_i]
-    origin_prompts = stored_prompts(store, bb.name, vectors[0].tasks[0], [args.origin])
+    origin_prompts = stored_prompts(store, bb, get_task(vectors[0].tasks[0], args.store), [args.origin])
     if args.origin not in origin_prompts:
         raise FileNotFoundError(f"origin seed {args.origin} not found among stored {vectors[0].tasks[0]} prompts")
     origin = origin_prompts[args.origin].origin

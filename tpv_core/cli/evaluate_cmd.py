@@ -13,6 +13,7 @@ from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.prompts import make_origin
 from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task
+from tpv_core.training import check_readout
 from tpv_core.training import default_length
 
 
@@ -61,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     f"`tpv train --backbone {backbone.name} --task {task.name}` or pass --untuned"
                 )
             for oid in df["origin"]:
-                jobs.append(("tuned", oid, store.load(backbone.name, task.name, oid).tensor))
+                jobs.append(("tuned", oid, check_readout(store.load(backbone.name, task.name, oid), backbone, task).tensor))
         for kind, oid, tensor in jobs:
             res = evaluate(backbone, task, tensor, prepared, batch_size=args.batch_size, method=args.method)
             rows_out.append({"task": task.name, "prompt": kind, "origin": oid, "split": args.split, "n": res.n,

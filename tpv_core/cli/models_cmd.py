@@ -53,7 +53,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     task = get_task("sst2")
     rows = load_split(task, "validation")[:8]
-    batch = bb.batch([task.format(r, bb.family) for r in rows])
+    batch = bb.batch([bb.format(task, r) for r in rows])
     origin = make_origin(bb, seed=0, length=20)
     with torch.no_grad():
         bb.label_scores(batch, origin.tensor, task.label_set())  # warm-up

@@ -10,7 +10,7 @@ from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, parse_
 from tpv_core.prompts import make_origin
 from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task
-from tpv_core.training import TrainConfig, default_length, tune_prompt
+from tpv_core.training import TrainConfig, default_length, tune_prompt, tuned_readout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,8 +60,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             if exists and args.resume:
                 resume = store.load(backbone.name, task.name, origin.id)
             elif exists and not args.force:
-                print(f"skip {task.name}/{origin.id}: already in {store.root} (--force to retrain)", file=sys.stderr)
-                continue
+                have = tuned_readout(store.load(backbone.name, task.name, origin.id), task.name)
+                if have == backbone.readout(task):
+                    print(f"skip {task.name}/{origin.id}: already in {store.root} (--force to retrain)", file=sys.stderr)
+                    continue
+                print(f"retrain {task.name}/{origin.id}: the stored prompt was tuned for the {have!r} readout, "
+                      f"{backbone.name} now reads {task.name} by {backbone.readout(task)!r}", file=sys.stderr)
             steps = cfg.resolved(backbone.family).steps
             bar = progress_bar(steps, f"{task.name} {origin.id}")
             if resume is not None:

@@ -63,7 +63,7 @@ def run_addition(
     for m in methods:
         get_method(m)  # an unknown name fails before any evaluation
     log = ResultsLog(out / f"{NAME}_runs.csv", ["method", "combo", "seed", "task"])
-    prompts = task_prompts(store, backbone.name, specs, seeds, "addition for")
+    prompts = task_prompts(store, backbone, specs, seeds, "addition for")
     val = {t.name: prepare_split(backbone, t, "validation", limit=val_limit) for t in specs}
     test = {t.name: prepare_split(backbone, t, split, limit=limit) for t in specs}
     single: dict[tuple[str, int], float] = {}

@@ -6,13 +6,18 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from tpv_core.prompts import SoftPrompt
 from tpv_core.store import PromptStore, atomic_write_text
+from tpv_core.training import check_readout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tpv_core.backbones.base import Backbone
+    from tpv_core.tasks import TaskSpec
 
 
 @dataclass
@@ -76,24 +81,27 @@ def summarize(df: pd.DataFrame, by: Sequence[str], value: str, also_mean: Sequen
     return pd.DataFrame(out)
 
 
-def stored_prompts(store: PromptStore, backbone: str, task: str, seeds: Sequence[int] | None) -> dict[int, SoftPrompt]:
-    """The stored prompts of one task by origin seed (first origin kind found per seed)."""
-    df = store.index(backbone=backbone, task=task)
+def stored_prompts(store: PromptStore, backbone: "Backbone", task: "TaskSpec",
+                   seeds: Sequence[int] | None) -> dict[int, SoftPrompt]:
+    """The stored prompts of one task by origin seed (first origin kind found per seed), each checked to
+    have been tuned under the readout ``backbone`` uses for ``task`` (`check_readout`)."""
+    df = store.index(backbone=backbone.name, task=task.name)
     if seeds is not None:
         df = df[df["seed"].isin(list(seeds))]
     out: dict[int, SoftPrompt] = {}
     for seed, path in zip(df["seed"], df["path"]):
-        out.setdefault(int(seed), store.load(backbone, task, Path(path).stem))
+        if int(seed) not in out:
+            out[int(seed)] = check_readout(store.load(backbone.name, task.name, Path(path).stem), backbone, task)
     return out
 
 
-def task_prompts(store: PromptStore, backbone: str, specs: Sequence[Any], seeds: Sequence[int] | None,
+def task_prompts(store: PromptStore, backbone: "Backbone", specs: Sequence["TaskSpec"], seeds: Sequence[int] | None,
                  what: str) -> dict[str, dict[int, SoftPrompt]]:
     """The stored prompts of several tasks (task name -> origin seed -> prompt); a clear error for a task
     without any (``what`` names the experiment in it)."""
-    prompts = {t.name: stored_prompts(store, backbone, t.name, seeds) for t in specs}
+    prompts = {t.name: stored_prompts(store, backbone, t, seeds) for t in specs}
     for t in specs:
-        require(prompts[t.name], f"{what} {t.name}", store, backbone)
+        require(prompts[t.name], f"{what} {t.name}", store, backbone.name)
     return prompts
 
 

@@ -48,7 +48,7 @@ def run_cross_origin(
     log = ResultsLog(out / f"{NAME}_runs.csv", ["task", "init_origin", "vector_origin"])
     for name in tasks:
         task = get_task(name, store.root)
-        prompts = stored_prompts(store, backbone.name, task.name, seeds)
+        prompts = stored_prompts(store, backbone, task, seeds)
         require(prompts, f"cross-origin for {task.name}", store, backbone.name, need=2)
         prepared = None
         for s1, p1 in prompts.items():

@@ -83,7 +83,7 @@ def run_fewshot(
     capped = sorted({min(int(k), n_train) for k in ks})
     if capped != sorted(set(int(k) for k in ks)):
         notes.append(f"k capped at the {n_train} training rows of {tgt.name}")
-    src_prompts = task_prompts(store, backbone.name, srcs, seeds, "few-shot source")
+    src_prompts = task_prompts(store, backbone, srcs, seeds, "few-shot source")
     common = sorted(set.intersection(*(set(p) for p in src_prompts.values())))
     if not common:
         raise FileNotFoundError(f"the sources {', '.join(sources)} share no origin seed on {backbone.name}")

@@ -57,7 +57,7 @@ def run_negation(
     if len(specs) < 2:
         raise ValueError("negation needs at least two tasks (one negated, one control)")
     log = ResultsLog(out / f"{NAME}_runs.csv", ["seed", "negated", "task"])
-    prompts = task_prompts(store, backbone.name, specs, seeds, "negation for")
+    prompts = task_prompts(store, backbone, specs, seeds, "negation for")
     data = {t.name: prepare_split(backbone, t, split, limit=limit) for t in specs}
     cache: dict[tuple[str, str, int], float] = {}
 

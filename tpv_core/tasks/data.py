@@ -342,7 +342,3 @@ def k_shot(rows: Sequence[Mapping[str, Any]], k: int, seed: int, task: TaskSpec 
     rng.shuffle(chosen)
     return [dict(rows[i]) for i in chosen]
 
-
-def iter_texts(task: TaskSpec, rows: Iterable[Mapping[str, Any]], family: str) -> list[str]:
-    """Formatted inputs of ``rows`` for a backbone family."""
-    return [task.format(r, family) for r in rows]

@@ -11,6 +11,10 @@ one-word verbaliser (SST-5: terrible/bad/neutral/good/great, LM-BFF's words; DBp
 school, ...). Split caveats (which bundled split is a stand-in, which test set is small) are data
 on each spec (``TaskSpec.caveats``), so reports can print them.
 
+Two-field tasks carry similarity targets (entailment / duplicate 1.0, contradiction / different 0.0,
+neutral 0.5, STS-B score / 5): the encoder family reads them from the cosine of the two fields encoded
+apart (`tpv_core.backbones.encoder`); the generative families ignore them.
+
 Hub splits (``source="hub"``) follow the paper's rule, see `tpv_core.tasks.data`.
 """
 
@@ -20,7 +24,7 @@ import difflib
 import re
 from pathlib import Path
 
-from tpv_core.tasks.spec import GRID, TaskSpec, Templates
+from tpv_core.tasks.spec import GRID, GRID_MAX, TaskSpec, Templates
 
 BIN = ("accuracy", "f1")
 MULTI = ("accuracy", "macro_f1")
@@ -32,6 +36,13 @@ _NLI3_DESC = (
     "The premise neither entails nor contradicts the hypothesis.",
     "The two sentences contradict each other.",
 )
+# Similarity targets (`TaskSpec.similarity_targets`): the cosine between the two fields that each class
+# stands for under the encoder's similarity readout. Ordered as the untuned MiniLM cosines are (mean over
+# 400 training rows: MNLI entailment 0.71 > neutral 0.56 ~ contradiction 0.55; SNLI 0.66 > 0.55 > 0.31;
+# QNLI 0.61 > 0.45; SciTail 0.80 > 0.54; RTE 0.65 > 0.58; QQP duplicate 0.88 > 0.61; MRPC 0.82 > 0.71;
+# STS-B cosine vs gold score Pearson 0.86); the prompt learns where the classes fall.
+_NLI3_TARGETS = (1.0, 0.5, 0.0)  # entailment, neutral, contradiction
+_BIN_TARGETS = (1.0, 0.0)  # entailment, not entailment
 _NLI_INSTR = "Does the premise entail the hypothesis? Answer {choices}."
 _SENT_DESC = ("The sentiment of this text is negative.", "The sentiment of this text is positive.")
 _VAL_HELD = "validation is held-out train data"
@@ -65,6 +76,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             hub_eval_split="validation_matched", bundled="mnli", citation="Williams et al. 2018",
             caveats=(f"{_VAL_HELD} (MNLI train sample)",
                      "test = 1,000 rows of validation_matched; no mismatched split"),
+            similarity_targets=_NLI3_TARGETS,
         ),
         TaskSpec(
             name="qnli", title="QNLI", family="nli", text_fields=("question", "sentence"),
@@ -75,6 +87,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             templates=_t("Does the sentence answer the question? Answer {choices}.", "Question", "Sentence"),
             hub_id=GLUE, hub_config="qnli", bundled="qnli", citation="Wang et al. 2018 (GLUE)",
             caveats=(_VAL_HELD, "test = 1,000 rows of the GLUE dev set"),
+            similarity_targets=_BIN_TARGETS,
         ),
         TaskSpec(
             name="snli", title="SNLI", family="nli", text_fields=("premise", "hypothesis"),
@@ -83,6 +96,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             templates=_t(_NLI_INSTR, "Premise", "Hypothesis"), hub_id="stanfordnlp/snli",
             bundled="snli", citation="Bowman et al. 2015",
             caveats=(_VAL_HELD, "test = 1,000 rows of the official dev split (no copy of the SNLI test split)"),
+            similarity_targets=_NLI3_TARGETS,
         ),
         TaskSpec(
             name="scitail", title="SciTail", family="nli", text_fields=("premise", "hypothesis"),
@@ -93,6 +107,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             hub_label_map=(("entails", 0), ("neutral", 1)), bundled="scitail", citation="Khot et al. 2018",
             caveats=("SciTail: all splits carved from the official test split (split by hypothesis); "
                      "no row of the official train split",),
+            similarity_targets=_BIN_TARGETS,
         ),
         TaskSpec(
             name="rte", title="RTE", family="nli", text_fields=("sentence1", "sentence2"),
@@ -103,6 +118,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             templates=_t("Does the first sentence entail the second? Answer {choices}.", "Sentence 1", "Sentence 2"),
             hub_id=GLUE, hub_config="rte", bundled="rte", citation="Wang et al. 2018 (GLUE)",
             caveats=("validation carved from train", "test = the GLUE dev set (277 rows)"),
+            similarity_targets=_BIN_TARGETS,
         ),
         # ---------------------------------------------------------------- topic classification
         TaskSpec(
@@ -197,6 +213,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             templates=_t("Do the two questions ask the same thing? Answer {choices}.", "Question 1", "Question 2"),
             hub_id=GLUE, hub_config="qqp", bundled="qqp", citation="Wang et al. 2018 (GLUE)",
             caveats=("test is held-out QQP train data (no copy of the GLUE dev split)", _VAL_HELD),
+            similarity_targets=_BIN_TARGETS[::-1],
         ),
         TaskSpec(
             name="mrpc", title="MRPC", family="paraphrase", text_fields=("sentence1", "sentence2"),
@@ -207,6 +224,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             templates=_t("Do the two sentences mean the same thing? Answer {choices}.", "Sentence 1", "Sentence 2"),
             hub_id=GLUE, hub_config="mrpc", bundled="mrpc", citation="Dolan & Brockett 2005",
             caveats=(_VAL_HELD, "test = the GLUE dev set (408 rows)"),
+            similarity_targets=_BIN_TARGETS[::-1],
         ),
         TaskSpec(
             name="cola", title="CoLA", family="acceptability", text_fields=("sentence",), label_field="label",
@@ -227,6 +245,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             hub_id=GLUE, hub_config="stsb", bundled="stsb", citation="Cer et al. 2017",
             caveats=(_VAL_HELD, "test = 1,000 of the 1,500-row GLUE dev set (disjoint from validation)",
                      "scored as classification over a 0.2 grid; Pearson/Spearman of grid values vs true scores"),
+            similarity_targets=tuple(round(v / GRID_MAX, 2) for v in GRID),
         ),
         # ---------------------------------------------------------------- extras, not in the paper
         TaskSpec(
@@ -237,6 +256,7 @@ def _builtin_tasks() -> tuple[TaskSpec, ...]:
             templates=_t(_NLI_INSTR, "Premise", "Hypothesis"), hub_id="aps/super_glue", hub_config="cb",
             bundled="cb", paper=False, citation="de Marneffe et al. 2019",
             caveats=("not a paper task", "SMALL: validation carved from train; test = the 56-row official validation"),
+            similarity_targets=(1.0, 0.0, 0.5),
         ),
         *(
             _sentiment(f"sentences_{src}", f"Sentences ({src.capitalize()})", "text", "sentence", f"sentences_{src}",

@@ -10,8 +10,8 @@ Input text per backbone family (`TaskSpec.format(example, family)`):
 * ``"decoder"`` (instruction-tuned causal LMs): the task instruction, one ``Title: value`` line per
   field, then ``Answer:``; the backbone appends the verbaliser (``" entailment"``).
 * ``"encoder"`` (sentence encoders scored against label descriptions): the raw field values
-  joined with ``sep`` (default ``" | "``; a backbone may pass its tokenizer's separator, e.g.
-  ``" [SEP] "``). `TaskSpec.text_values` gives the values alone, for tokenizer pair encoding.
+  joined with ``sep`` (default ``" | "``; for tasks with ``similarity_targets`` the encoder backbone
+  passes its tokenizer's separator, ``" [SEP] "``, and reads the two fields apart). `TaskSpec.text_values` gives the values alone, for tokenizer pair encoding.
 
 Missing or ``None`` field values become ``""``.
 
@@ -124,6 +124,9 @@ class TaskSpec:
     #: custom tasks not yet registered: the user's file or folder (split on the fly).
     source_path: str | None = None
     custom: bool = False
+    #: two-field tasks: the cosine between the fields that each class stands for (entailment 1.0 ...);
+    #: the encoder family then reads classes from that cosine (`tpv_core.backbones.encoder`). Empty: no.
+    similarity_targets: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.label_names)
@@ -141,6 +144,15 @@ class TaskSpec:
         bad = [m for m in self.metrics if m not in METRICS]
         if bad:
             raise ValueError(f"task {self.name!r}: unknown metrics {bad}; known: {METRICS}")
+        if self.similarity_targets:
+            if len(self.text_fields) != 2:
+                raise ValueError(f"task {self.name!r}: similarity targets need two text fields, "
+                                 f"not {len(self.text_fields)}")
+            if len(self.similarity_targets) != n:
+                raise ValueError(f"task {self.name!r}: {n} labels but {len(self.similarity_targets)} similarity targets")
+            if any(not -1.0 <= float(t) <= 1.0 for t in self.similarity_targets):
+                raise ValueError(f"task {self.name!r}: similarity targets are cosines in [-1, 1], "
+                                 f"got {self.similarity_targets}")
 
     # ---- labels -------------------------------------------------------------------------
     @property
@@ -150,7 +162,8 @@ class TaskSpec:
     def label_set(self) -> "LabelSet":
         from tpv_core.backbones.base import LabelSet
 
-        return LabelSet(words=tuple(self.words), descriptions=tuple(self.descriptions))
+        return LabelSet(words=tuple(self.words), descriptions=tuple(self.descriptions),
+                        targets=tuple(self.similarity_targets))
 
     def raw_label(self, example: Mapping[str, Any]) -> Any:
         """The label value as stored in a row (``"label"`` first, then ``label_field``)."""
