@@ -307,6 +307,17 @@ def test_custom_jsonl_folder_roundtrip(tmp_path):
     assert [len(rows[s]) for s in SPLITS] == [20, 6, 8]
     assert rows["validation"][0] == {"a": "dev a 0", "b": "b 0 é", "label": 0}
     assert t.format(rows["test"][1], "seq2seq") == "pairs a: test a 1 b: b 1 é"
+    assert not t.similarity_targets
+    # the encoder's similarity readout for a custom pair task: one target cosine per label, kept on disk
+    sim = make_custom_task("pairs2", folder, ["a", "b"], "y", similarity_targets={"0": 0.0, "1": 1.0})
+    register_custom_task(sim, root)
+    assert get_task("pairs2", root).similarity_targets == (0.0, 1.0)
+    with pytest.raises(TaskFileError, match="two text fields"):
+        make_custom_task("one", folder, ["a"], "y", similarity_targets=[0, 1])
+    with pytest.raises(TaskFileError, match=r"\[-1, 1\]"):
+        make_custom_task("pairs3", folder, ["a", "b"], "y", similarity_targets=[0, 2])
+    with pytest.raises(TaskFileError, match="1 given for 2 labels"):
+        make_custom_task("pairs3", folder, ["a", "b"], "y", similarity_targets=[1])
 
 
 @pytest.mark.parametrize("case", ["missing", "columns", "empty", "header_only", "one_class", "latin1",

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--label-description", nargs="*", default=None,
                      help="one description per label (sorted label order), for encoder backbones")
     add.add_argument("--label-word", nargs="*", default=None, help="one verbaliser per label (sorted label order)")
+    add.add_argument("--similarity-target", nargs="+", type=float, default=None,
+                     help="two text fields only: one target cosine per label (sorted label order), e.g. 0 1 for "
+                          "different / same; the encoder then reads the class from the cosine of the two fields")
     add.add_argument("--family", default="classification")
     add.add_argument("--store", default="data/zoo", help="store root to register the task in")
     add.set_defaults(func=cmd_add)
@@ -53,7 +56,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     spec = make_custom_task(args.name, args.file, tuple(args.text_field), args.label_field,
                             label_descriptions=args.label_description, label_words=args.label_word,
-                            family=args.family)
+                            family=args.family, similarity_targets=args.similarity_target)
     stored = register_custom_task(spec, args.store)
     print(f"registered task {stored.name!r} ({stored.num_labels} labels: {', '.join(map(str, stored.label_names))}) "
           f"in {stored.data_dir}")

@@ -218,8 +218,13 @@ def make_custom_task(
     family: str = "classification",
     title: str | None = None,
     instruction: str | None = None,
+    similarity_targets: Sequence[float] | Mapping[str, float] | None = None,
 ) -> TaskSpec:
-    """A `TaskSpec` for a user's CSV/TSV/JSONL file or folder of split files (not yet registered)."""
+    """A `TaskSpec` for a user's CSV/TSV/JSONL file or folder of split files (not yet registered).
+
+    ``similarity_targets`` (two text fields only): one target cosine per label, e.g. 1.0 for "same" and
+    0.0 for "different"; the encoder family then reads the class from the cosine of the two fields
+    encoded apart (`TaskSpec.similarity_targets`)."""
     from tpv_core.tasks.registry import is_builtin
 
     name = str(name).strip().lower()
@@ -253,6 +258,17 @@ def make_custom_task(
         raise TaskFileError(f"label words must be distinct (case-insensitively): {list(words)}")
     descriptions = _per_label(label_descriptions, names, "label_descriptions",
                               lambda n: f"This text is about {n}.")
+    targets: tuple[float, ...] = ()
+    if similarity_targets is not None:
+        if len(fields) != 2:
+            raise TaskFileError(f"similarity targets need two text fields, not {len(fields)} ({', '.join(fields)})")
+        given = _per_label(similarity_targets, names, "similarity_targets", None)
+        try:
+            targets = tuple(float(t) for t in given)
+        except ValueError:
+            raise TaskFileError(f"similarity_targets must be numbers, got {list(given)}") from None
+        if any(not -1.0 <= t <= 1.0 for t in targets):
+            raise TaskFileError(f"similarity_targets are cosines in [-1, 1], got {list(targets)}")
     caveats = [f"custom task from {path}"]
     caveats.append("split 80/10/10 with random.Random(42)" if path.is_file()
                    else "splits from the folder's files (missing ones carved from train)")
@@ -263,7 +279,7 @@ def make_custom_task(
         label_names=names, words=words, descriptions=descriptions,
         metrics=("accuracy", "f1") if len(names) == 2 else ("accuracy", "macro_f1"),
         templates=Templates(instruction=instruction or "What is the label of the text? Answer {choices}."),
-        paper=False, caveats=tuple(caveats), source_path=str(path), custom=True,
+        paper=False, caveats=tuple(caveats), source_path=str(path), custom=True, similarity_targets=targets,
     )
 
 
