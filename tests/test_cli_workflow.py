@@ -89,3 +89,21 @@ def test_tasks_add_custom(capsys, tmp_path):
     code, _, err = run(capsys, "tasks", "add", "bad", "--file", str(tmp_path / "mine.csv"), "--text-field", "nope",
                        "--label-field", "label", "--store", str(tmp_path / "zoo"))
     assert code == 2 and "nope" in err
+
+
+def test_tasks_add_pair_task_read_by_similarity(capsys, tmp_path):
+    rows = ["s1,s2,label"] + [f"a cat sits {i},a cat sits {i},same" for i in range(8)] + \
+        [f"a cat sits {i},stocks fell sharply {i},diff" for i in range(8)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    store = str(tmp_path / "zoo")
+    code, _, err = run(capsys, "tasks", "add", "mypairs", "--file", str(tmp_path / "pairs.csv"), "--text-field", "s1",
+                       "s2", "--label-field", "label", "--similarity-target", "0", "1", "--store", store)
+    assert code == 0, err
+    from tpv_core.backbones import load_backbone
+    from tpv_core.evaluation import evaluate
+    from tpv_core.tasks import get_task
+
+    task, bb = get_task("mypairs", store), load_backbone("minilm-l6", device="cpu")
+    assert task.similarity_targets == (0.0, 1.0) and bb.readout(task) == "similarity"  # labels sorted: diff, same
+    # with no prompt, MiniLM separates identical from unrelated sentences by their cosine alone
+    assert evaluate(bb, task, None, split="train").metrics["accuracy"] >= 0.9
