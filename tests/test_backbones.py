@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from backbone_fixtures import fp32_backbone, minilm_l6, smollm2, tiny_llama, tiny_t5  # noqa: F401
-from tpv_core.backbones import InputBatch, LabelSet, ModelUnavailableError, list_providers, load_backbone
+from tpv_core.backbones import LabelSet, ModelUnavailableError, list_providers, load_backbone
 from tpv_core.backbones import registry
 
 TEXTS = [

@@ -25,7 +25,7 @@ import os
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from tpv_core.tasks.spec import SPLITS, TaskSpec, parse_jsonl
 
