@@ -81,6 +81,8 @@ def test_prompts_record_their_readout(minilm):
         check_readout(old, minilm, rte)
     with pytest.raises(PromptMismatchError, match="descriptions"):
         tune_prompt(minilm, rte, origin, small_cfg(steps=4, eval_every=None), resume=old)
+    imported = SoftPrompt(res.prompt.tensor, origin, "rte", minilm.name, {"source": "peft-import"})
+    assert check_readout(imported, minilm, rte) is imported  # unknown readout (an imported adapter): accepted
     single = tune_prompt(minilm, sst, origin, small_cfg(steps=1, eval_every=None)).prompt
     assert single.metadata["readout"] == {TASK: "descriptions"}
 

@@ -197,20 +197,24 @@ def task_key(tasks: "TaskSpec | Sequence[TaskSpec]") -> str:
     return "+".join(t.name for t in tasks)
 
 
-def tuned_readout(prompt: SoftPrompt, task: str) -> str:
-    """The readout ``prompt`` was tuned under for ``task`` (see `Backbone.readout`). Prompts stored before
-    readouts were recorded were all tuned under their family's default (descriptions on encoders)."""
+def tuned_readout(prompt: SoftPrompt, task: str) -> str | None:
+    """The readout ``prompt`` was tuned under for ``task`` (see `Backbone.readout`); None when unknown (an
+    imported PEFT adapter). Prompts this library stored before readouts were recorded were all tuned under
+    their family's default (descriptions on encoders)."""
     recorded = (prompt.metadata.get("readout") or {}).get(task)
     if recorded:
         return str(recorded)
-    return "descriptions" if prompt.metadata.get("backbone_family") == "encoder" else "verbalisers"
+    family = prompt.metadata.get("backbone_family")
+    if family is None:
+        return None
+    return "descriptions" if family == "encoder" else "verbalisers"
 
 
 def check_readout(prompt: SoftPrompt, backbone: "Backbone", task: "TaskSpec") -> SoftPrompt:
-    """``prompt``, when it was tuned under the readout ``backbone`` uses for ``task``; a `PromptMismatchError`
-    naming the fix otherwise (a prompt tuned for one readout scores near chance under another)."""
+    """``prompt``, unless it is known to have been tuned under another readout than the one ``backbone``
+    uses for ``task``: then a `PromptMismatchError` naming the fix (such a prompt scores near chance)."""
     have, want = tuned_readout(prompt, task.name), backbone.readout(task)
-    if have != want:
+    if have is not None and have != want:
         raise PromptMismatchError(
             f"the {prompt.task} prompt from origin {prompt.origin.id} was tuned for the {have!r} readout, but "
             f"{backbone.name} reads {task.name} by {want!r}; retrain it: tpv train --backbone {backbone.name} "

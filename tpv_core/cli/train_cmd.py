@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 resume = store.load(backbone.name, task.name, origin.id)
             elif exists and not args.force:
                 have = tuned_readout(store.load(backbone.name, task.name, origin.id), task.name)
-                if have == backbone.readout(task):
+                if have in (None, backbone.readout(task)):
                     print(f"skip {task.name}/{origin.id}: already in {store.root} (--force to retrain)", file=sys.stderr)
                     continue
                 print(f"retrain {task.name}/{origin.id}: the stored prompt was tuned for the {have!r} readout, "
