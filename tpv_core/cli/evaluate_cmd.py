@@ -13,8 +13,7 @@ from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.prompts import make_origin
 from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task
-from tpv_core.training import check_readout
-from tpv_core.training import default_length
+from tpv_core.training import check_readout, default_length
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -260,27 +260,28 @@ def make_custom_task(
                               lambda n: f"This text is about {n}.")
     targets: tuple[float, ...] = ()
     if similarity_targets is not None:
-        if len(fields) != 2:
-            raise TaskFileError(f"similarity targets need two text fields, not {len(fields)} ({', '.join(fields)})")
         given = _per_label(similarity_targets, names, "similarity_targets", None)
         try:
             targets = tuple(float(t) for t in given)
         except ValueError:
             raise TaskFileError(f"similarity_targets must be numbers, got {list(given)}") from None
-        if any(not -1.0 <= t <= 1.0 for t in targets):
-            raise TaskFileError(f"similarity_targets are cosines in [-1, 1], got {list(targets)}")
     caveats = [f"custom task from {path}"]
     caveats.append("split 80/10/10 with random.Random(42)" if path.is_file()
                    else "splits from the folder's files (missing ones carved from train)")
     if dropped:
         caveats.append(f"{dropped} rows without a label were dropped")
-    return TaskSpec(
-        name=name, title=title or name, family=family, text_fields=fields, label_field=label_field,
-        label_names=names, words=words, descriptions=descriptions,
-        metrics=("accuracy", "f1") if len(names) == 2 else ("accuracy", "macro_f1"),
-        templates=Templates(instruction=instruction or "What is the label of the text? Answer {choices}."),
-        paper=False, caveats=tuple(caveats), source_path=str(path), custom=True, similarity_targets=targets,
-    )
+    try:  # TaskSpec validates the rest (similarity targets: two text fields, cosines in [-1, 1])
+        return TaskSpec(
+            name=name, title=title or name, family=family, text_fields=fields, label_field=label_field,
+            label_names=names, words=words, descriptions=descriptions,
+            metrics=("accuracy", "f1") if len(names) == 2 else ("accuracy", "macro_f1"),
+            templates=Templates(instruction=instruction or "What is the label of the text? Answer {choices}."),
+            paper=False, caveats=tuple(caveats), source_path=str(path), custom=True, similarity_targets=targets,
+        )
+    except TaskFileError:
+        raise
+    except ValueError as e:
+        raise TaskFileError(str(e)) from None
 
 
 def split_custom_source(spec: TaskSpec) -> dict[str, list[dict[str, Any]]]:

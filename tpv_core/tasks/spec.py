@@ -11,7 +11,8 @@ Input text per backbone family (`TaskSpec.format(example, family)`):
   field, then ``Answer:``; the backbone appends the verbaliser (``" entailment"``).
 * ``"encoder"`` (sentence encoders scored against label descriptions): the raw field values
   joined with ``sep`` (default ``" | "``; for tasks with ``similarity_targets`` the encoder backbone
-  passes its tokenizer's separator, ``" [SEP] "``, and reads the two fields apart). `TaskSpec.text_values` gives the values alone, for tokenizer pair encoding.
+  passes its tokenizer's separator, ``" [SEP] "``, and reads the two fields apart).
+  `TaskSpec.text_values` gives the values alone, for tokenizer pair encoding.
 
 Missing or ``None`` field values become ``""``.
 
