@@ -16,9 +16,10 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from tpv_core import appstate
-from tpv_core.appstate import ModelCache, Warmup
-from tpv_core.jobs import JobQueue
+from tpv_core.app import appstate
+from tpv_core.app.appstate import ModelCache
+from tpv_core.app.jobs import JobQueue
+from tpv_core.app.warmup import Warmup
 from tpv_core.store import PromptStore, load_prompt
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ APP_DIR = Path(__file__).resolve().parent.parent
 def init_session() -> None:
     ss = st.session_state
     if "store_root" not in ss:
-        ss["store_root"] = appstate.default_store_root(APP_DIR)
+        ss["store_root"] = appstate.default_store_root()
     if "results_dir" not in ss:
         ss["results_dir"] = appstate.default_results_dir(APP_DIR)
     ss.setdefault("my_jobs", [])
@@ -76,7 +77,7 @@ def page_setup() -> None:
 
 
 def store_root() -> str:
-    return str(st.session_state.get("store_root") or appstate.default_store_root(APP_DIR))
+    return str(st.session_state.get("store_root") or appstate.default_store_root())
 
 
 def root_key(name: str) -> str:
@@ -99,7 +100,7 @@ def model_cache() -> ModelCache:
 
 @st.cache_resource(show_spinner=False)
 def job_queue() -> JobQueue:
-    return JobQueue(loader=model_cache().get)
+    return JobQueue()
 
 
 @st.cache_resource(show_spinner=False)
@@ -107,10 +108,8 @@ def umap_warmup() -> Warmup | None:
     """Start UMAP's JIT warm-up once per process, in the background (None if projection is absent)."""
     if os.environ.get("TPV_NO_WARMUP"):
         return None
-    try:
-        from tpv_core import projection
-    except ImportError:
-        return None
+    from tpv_core import projection
+
     return Warmup(projection.warm_umap, name="umap-warmup").start()
 
 
@@ -127,10 +126,8 @@ def backbone(name: str):
 
 
 def providers() -> list[Any]:
-    try:
-        from tpv_core.backbones import list_providers
-    except ImportError:
-        return []
+    from tpv_core.backbones import list_providers
+
     return list(list_providers())
 
 
@@ -166,11 +163,11 @@ def store_or_stop() -> tuple[str, pd.DataFrame]:
 
 def selection_filters(df: pd.DataFrame, prefix: str, backbone_label: str = "Backbones") -> tuple[list, list, list]:
     """Backbone, task and origin pickers over the store index (all chosen by default; stored combinations
-    ``combo:*`` offered but not preselected), remembered per store root under ``{prefix}_bbs`` etc."""
+    (``source == "combination"``) offered but not preselected), remembered per store root under ``{prefix}_bbs`` etc."""
     c1, c2, c3 = st.columns(3)
     backbones = sorted(df["backbone"].unique())
     bbs = c1.multiselect(backbone_label, backbones, default=backbones, key=root_key(f"{prefix}_bbs"))
-    real_tasks = sorted(t for t in df["task"].unique() if not str(t).startswith("combo:"))
+    real_tasks = sorted(df.loc[df["source"] != "combination", "task"].unique())
     tasks = c2.multiselect("Tasks", sorted(df["task"].unique()), default=real_tasks, key=root_key(f"{prefix}_tasks"))
     origins = sorted(df["origin"].unique())
     chosen = c3.multiselect("Origins", origins, default=origins, key=root_key(f"{prefix}_origins"))
@@ -180,7 +177,7 @@ def selection_filters(df: pd.DataFrame, prefix: str, backbone_label: str = "Back
 def store_index(root: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The store's index (header scan), cached until a file is added, changed or removed."""
     root = root or store_root()
-    return _index(root, appstate.store_signature(root))
+    return _index(root, PromptStore(root).signature())
 
 
 @st.cache_resource(show_spinner=False, max_entries=4096)
@@ -192,10 +189,6 @@ def prompt_at(path: str):
     """A stored prompt, loaded once per file version (shared read-only: never mutate it)."""
     s = os.stat(path)
     return _prompt(str(path), s.st_mtime_ns, s.st_size)
-
-
-def prompt_label(row: pd.Series | dict) -> str:
-    return f"{row['task']} · {row['origin']}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,17 +266,6 @@ def export_buttons(fig, table: pd.DataFrame | None, stem: str, key: str) -> None
                                    key=f"{key}_png", on_click="ignore")
             sub[1].download_button("SVG", data=got["svg"], file_name=f"{stem}.svg", mime=MIME["svg"],
                                    key=f"{key}_svg", on_click="ignore")
-
-
-def need_module(name: str) -> Any | None:
-    """Import ``tpv_core.<name>`` or tell the user it is not available in this build."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"tpv_core.{name}")
-    except ImportError as exc:
-        st.info(f"`tpv_core.{name}` is not available in this installation ({exc}).", icon=":material/info:")
-        return None
 
 
 def error_box(exc: BaseException, what: str) -> None:

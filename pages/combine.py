@@ -7,16 +7,16 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from tpv_core import appstate
-from tpv_core.prompts import PromptMismatchError, SoftPrompt
+from tpv_core import combine, peft_io
+from tpv_core.app import appstate
+from tpv_core.evaluation import interleaved_evaluation
+from tpv_core.prompts import PromptMismatchError
+from tpv_core.workflows.combination import combine_prompts, save_combination
 from tpv_core.tasks import is_builtin, list_tasks
 
 ui.page_setup()
 st.title("Combine task prompt vectors")
 root, df = ui.store_or_stop()
-combine = ui.need_module("combine")
-if combine is None:
-    st.stop()
 
 # ---------------------------------------------------------------------------------------- choices
 c1, c2, c3 = st.columns([1, 1, 1])
@@ -30,7 +30,7 @@ method = c3.selectbox("Method", methods, index=methods.index("sum") if "sum" in 
                       help="sum: P0 + Σ wᵢ τᵢ (the paper); others are merge methods over the weighted vectors")
 
 vec_rows = {f"{r.task} · {r.origin}": r for r in dfb.itertuples()}
-same_origin = [k for k, r in vec_rows.items() if r.origin == origin_id and not str(r.task).startswith("combo:")]
+same_origin = [k for k, r in vec_rows.items() if r.origin == origin_id and r.source != "combination"]
 vectors_sel = st.multiselect("Task prompt vectors", list(vec_rows), default=same_origin[:2],
                              key=ui.root_key(f"cmb_vecs_{bb_name}_{origin_id}"),  # each origin remembers its own choice
                              help="τ = P − P0 of stored prompts; vectors from another origin are allowed "
@@ -66,13 +66,12 @@ for i, label in enumerate(vectors_sel):
 try:
     prompts = [ui.prompt_at(vec_rows[v].path) for v in vectors_sel]
     origin = next(ui.prompt_at(r.path) for r in dfb.itertuples() if r.origin == origin_id).origin
-    vectors = [p.vector() for p in prompts]
-    tau = combine.MERGE_METHODS[method](vectors, weights)
-    combined = tau.apply_to(origin)
+    combo = combine_prompts(prompts, weights, origin, method=method)
+    combined = combo.tensor
 except (PromptMismatchError, ValueError) as exc:
     ui.error_box(exc, "cannot combine these vectors")
     st.stop()
-st.caption(f"P = P0({origin.id}) + {tau.label} · ‖τ‖ = {tau.norm():.3f} · L={origin.length}, d={origin.dim}")
+st.caption(f"`P = {combo.label}` · ‖τ‖ = {combo.tau.norm():.3f} · L={origin.length}, d={origin.dim}")
 
 # ---------------------------------------------------------------------------------------- live evaluation
 try:
@@ -119,7 +118,7 @@ else:
             prepared = {t: ui.prepared_split(bb_name, t, "validation", limit, root) for t in eval_tasks}
             total = sum(len(p) for p in prepared.values())
             first = None
-            for name, res in appstate.interleaved_evaluation(bb, combined, prepared, batch_size=16):
+            for name, res in interleaved_evaluation(bb, combined, prepared, batch_size=16):
                 results[name] = {"main": res.main, "n": res.n, "total": res.total, **res.metrics}
                 render(results, single_scores)
                 done = sum(r["n"] for r in results.values())
@@ -159,36 +158,25 @@ else:
 
     # ------------------------------------------------------------------------------------ save / export
     st.subheader("Keep this combination")
-    terms = tau.terms
     c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-    default_name = appstate.combo_task_name(terms)
+    default_name = combo.default_name()
     # keyed by the default: the suggested name follows the weights until the user types their own
     name = c1.text_input("Task name in the store", value=default_name, key=f"cmb_name_{default_name}",
                          help="the weights, vectors and origin are stored in the prompt's metadata")
-    meta = {
-        "source": "combination",
-        "combination": {"method": method, "terms": [[t, w] for t, w in terms],
-                        "vectors": [{"task": p.task, "origin": p.origin.id, "weight": w}
-                                    for p, w in zip(prompts, weights, strict=True)],
-                        "origin": origin.id, "label": tau.label},
-        "metrics": {f"val_{r['task']}": r["combined"] for r in out.to_dict("records") if r["combined"] is not None},
-        "backbone_model_id": getattr(bb, "model_id", None),
-        "backbone_family": bb.family,
-        "steps": 0,
-    }
+    combo.scores["validation"] = {r["task"]: r["combined"] for r in out.to_dict("records") if r["combined"] is not None}
     if c2.button("Save to store", type="primary", icon=":material/save:", key="cmb_save", disabled=not name):
         try:
-            sp = SoftPrompt(combined.detach().float().cpu(), origin, name, bb_name, meta)
-            replaced = ui.store().exists(bb_name, name, origin.id)
-            path = ui.store().save(sp)
-            st.toast(f"{'Replaced' if replaced else 'Saved'} {name} ({origin.id}) in {path}", icon=":material/check:")
+            path = save_combination(ui.store(), combo, name, bb)
+            st.toast(f"Saved {name} ({origin.id}) in {path}", icon=":material/check:")
+        except FileExistsError as exc:
+            st.warning(f"{exc}", icon=":material/warning:")
         except Exception as exc:  # noqa: BLE001
             ui.error_box(exc, "cannot save")
-    zip_bytes = appstate.peft_zip(combined, base_model=getattr(bb, "model_id", None) or bb_name, family=bb.family,
-                                  origin=origin, metadata={**meta, "task": name, "backbone": bb_name},
-                                  name=f"{bb_name}_{name}_{origin.id}")
-    c3.download_button("PEFT adapter (.zip)", data=zip_bytes,
-                       file_name=f"{appstate.adapter_name(f'{bb_name}_{name}_{origin.id}')}.zip",
+    stem = f"{bb_name}_{name}_{origin.id}"
+    zip_bytes = peft_io.peft_zip(combined, base_model=getattr(bb, "model_id", None) or bb_name, family=bb.family,
+                                 origin=origin, metadata={**combo.metadata(bb), "task": name, "backbone": bb_name},
+                                 name=stem)
+    c3.download_button("PEFT adapter (.zip)", data=zip_bytes, file_name=f"{peft_io.adapter_name(stem)}.zip",
                        mime="application/zip", key="cmb_export", on_click="ignore", icon=":material/download:")
     if all(singles[t].empty for t in eval_tasks):
         st.caption(f"No single-task prompt from {origin_id} for these tasks: train them to compare.")

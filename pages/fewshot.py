@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from tpv_core.jobs import FAILED, QUEUED, RUNNING
+from tpv_core import plots
+from tpv_core.app.jobs import FAILED, QUEUED, RUNNING
 
 ui.page_setup()
 st.title("Few-shot initialisation")
@@ -69,11 +70,9 @@ with tab_results:
         targets = list(dict.fromkeys(summary["target"]))
         target = st.selectbox("Target task", targets, key="fs_target") if len(targets) > 1 else targets[0]
         sub = summary[summary["target"] == target].sort_values(["init", "k"])
-        plots = ui.need_module("plots")
-        if plots is not None:
-            fig = plots.fewshot_curve(sub)
-            st.plotly_chart(fig, width="stretch", key="fs_chart")
-            ui.export_buttons(fig, sub, f"fewshot_{target}", key="fs_export")
+        fig = plots.fewshot_curve(sub)
+        st.plotly_chart(fig, width="stretch", key="fs_chart")
+        ui.export_buttons(fig, sub, f"fewshot_{target}", key="fs_export")
         st.dataframe(sub, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="%.3f")
                                     for c in ("mean", "std", "ci_low", "ci_high")})
@@ -84,7 +83,9 @@ with tab_results:
 
 # ---------------------------------------------------------------------------------------- run
 with tab_run:
-    from tpv_core.experiments.fewshot import GROUPS, INITS
+    from tpv_core.app.job_bodies import submit_fewshot
+    from tpv_core.experiments.fewshot import GROUPS, INITS, init_names
+    from tpv_core.workflows.fewshot import FewshotRequest
 
     df, _ = ui.store_index(root)
     if df.empty:
@@ -92,7 +93,7 @@ with tab_run:
     else:
         c1, c2, c3 = st.columns(3)
         bb_name = ui.selected_backbone(df, key="fs_bb", container=c1)
-        dfb = df[(df["backbone"] == bb_name) & ~df["task"].astype(str).str.startswith("combo:")]
+        dfb = df[(df["backbone"] == bb_name) & (df["source"] != "combination")]
         from tpv_core.tasks import list_tasks
 
         all_tasks = [t.name for t in list_tasks(root)]
@@ -118,41 +119,16 @@ with tab_run:
                                key=ui.root_key("fs_seeds"))
         out_dir = st.text_input("Output folder", value=str(Path(st.session_state["results_dir"]) / "fewshot"),
                                 key="fs_out", help="re-running resumes from its CSV")
-        n_inits = len(inits) + (len(sources) - 1 if "spot" in inits else 0)
-        n_runs = len(ks) * n_inits * len(seeds)
+        request = FewshotRequest(target=target, sources=tuple(sources), out=out_dir, store_root=root, ks=tuple(ks),
+                                 seeds=tuple(seeds), inits=tuple(inits), steps=steps, limit=limit, eval_limit=val_rows,
+                                 eval_every=max(1, steps // 2))
+        n_inits = len(init_names(inits, sources))
+        n_runs = request.planned_runs() or 0
         st.caption(f"{n_runs} runs ({len(ks)} k × {n_inits} inits × {len(seeds)} seeds), each {steps} steps + "
                    f"{limit} test rows; it runs in the job queue, after any training job.")
         if st.button("Run the experiment", type="primary", icon=":material/play_arrow:", key="fs_go",
                      disabled=not (sources and ks and inits and seeds)):
-            from tpv_core.experiments.fewshot import run_fewshot
-            from tpv_core.jobs import JobCancelled
-            from tpv_core.store import PromptStore
-            from tpv_core.training import TrainConfig
-
-            models = ui.model_cache()
-            args = dict(bb=bb_name, target=target, sources=list(sources), out=out_dir, ks=list(ks),
-                        seeds=list(seeds), inits=list(inits), steps=steps, limit=limit, val_rows=val_rows, root=root)
-
-            def job(ctx, a=args):
-                bb = models.get(a["bb"])
-                done = [0]
-
-                def progress(msg: str) -> None:
-                    if ctx.cancelled():
-                        raise JobCancelled()
-                    if " k=" in msg:
-                        done[0] += 1
-                    ctx.update(item=min(done[0], n_runs), step=done[0], steps=n_runs, message=msg)
-
-                res = run_fewshot(bb, PromptStore(a["root"]), a["target"], a["sources"], a["out"], ks=a["ks"],
-                                  seeds=a["seeds"], inits=a["inits"], split="test", limit=a["limit"],
-                                  config=TrainConfig(steps=a["steps"], eval_limit=a["val_rows"],
-                                                     eval_every=max(1, a["steps"] // 2)),
-                                  progress=progress)
-                return {"out": a["out"], "notes": res.notes}
-
-            job_id = queue.submit_callable(job, f"few-shot {target} ← {' + '.join(sources)} on {bb_name}",
-                                           kind="fewshot", items=n_runs)
+            job_id = submit_fewshot(queue, request, bb_name, ui.model_cache().get)
             st.session_state["my_jobs"] = [*st.session_state["my_jobs"], job_id]
             st.session_state["fs_job"] = job_id
 

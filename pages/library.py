@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from tpv_core import appstate
+from tpv_core import peft_io
 
 ui.page_setup()
 st.title("Prompt library")
@@ -67,9 +67,9 @@ with left:
         if prompt is not None:
             family = prompt.metadata.get("backbone_family") or ui.family_of(prompt.backbone) or "decoder"
             is_vec = what.startswith("task")
-            stem = appstate.adapter_name(f"{prompt.backbone}_{prompt.task}_{prompt.origin.id}"
+            stem = peft_io.adapter_name(f"{prompt.backbone}_{prompt.task}_{prompt.origin.id}"
                                          + ("_vector" if is_vec else ""))
-            data = (appstate.vector_zip if is_vec else appstate.soft_prompt_zip)(prompt, family=family)
+            data = (peft_io.vector_zip if is_vec else peft_io.soft_prompt_zip)(prompt, family=family)
             st.download_button("Download adapter (.zip)", data=data, file_name=f"{stem}.zip", mime="application/zip",
                                key="lib_export_dl", on_click="ignore", icon=":material/download:", type="primary")
             st.caption(f"L={prompt.length}, d={prompt.dim}, PEFT task type of the {family} family; the zip also holds "
@@ -82,7 +82,7 @@ with right:
                           key="lib_import_file")
     if up is not None:
         data = up.getvalue()
-        info = ui.run_with(lambda: appstate.adapter_zip_info(data), "not a usable adapter zip")
+        info = ui.run_with(lambda: peft_io.adapter_zip_info(data), "not a usable adapter zip")
         if info is not None:
             cfg, meta = info["config"], info["metadata"]
             st.caption(f"{cfg.get('peft_type')} · {cfg.get('num_virtual_tokens')} virtual tokens × "
@@ -114,7 +114,7 @@ with right:
 
                         bb = ui.backbone(bb_name)
                         origin = make_origin(bb, kind=kind, seed=seed, length=int(cfg.get("num_virtual_tokens")))
-                    prompt = appstate.import_adapter_zip(data, task=task_name, backbone=bb_name, origin=origin)
+                    prompt = peft_io.import_adapter_zip(data, task=task_name, backbone=bb_name, origin=origin)
                     if ui.store().exists(prompt.backbone, prompt.task, prompt.origin.id):
                         st.warning(f"Replacing the stored {prompt.task} prompt from {prompt.origin.id}.")
                     path = ui.store().save(prompt)

@@ -1,7 +1,6 @@
 """Projection: UMAP (and PCA) of task prompt vectors, coloured by task, marker by origin, one panel per
 backbone; and the cross-model geometry number (do two backbones arrange the tasks alike?)."""
 
-import itertools
 import os
 
 import pandas as pd
@@ -10,6 +9,7 @@ import streamlit as st
 from pages import _ui as ui
 from tpv_core import plots, projection
 from tpv_core import similarity as sim
+from tpv_core.workflows.analysis import geometry_table, task_similarity
 
 ui.page_setup()
 st.title("Projection")
@@ -24,9 +24,7 @@ def projected(paths: tuple[str, ...], signature: tuple, what: str, method: str, 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def task_matrices(paths: tuple[str, ...], signature: tuple, definition: str) -> dict[str, pd.DataFrame]:
-    pairs = sim.similarity_table(sim.collect([ui.prompt_at(p) for p in paths], "vector"), definition)
-    agg = sim.by_task(pairs, same_origin="exclude")
-    return {bb: sim.matrix(agg, bb, "mean", definition) for bb in agg["backbone"].unique()}
+    return task_similarity(sim.collect([ui.prompt_at(p) for p in paths], "vector"), [definition]).means(definition)
 
 
 # ---------------------------------------------------------------------------------------- controls
@@ -84,14 +82,14 @@ if len(bbs) < 2:
                "(Spearman, Mantel permutation p-value). Select prompts of at least two backbones.")
 else:
     mats = task_matrices(paths, sig, definition)
+    table = geometry_table({(bb, definition): mats[bb] for bb in bbs if bb in mats})
     rows = []
-    for a, b in itertools.combinations([bb for bb in bbs if bb in mats], 2):
-        try:
-            g = sim.geometry_correlation(mats[a], mats[b])
-            rows.append({"backbone A": a, "backbone B": b, "r (Spearman)": g["r"], "p (Mantel)": g["p_value"],
-                         "shared tasks": g["n_tasks"], "task pairs": g["n_pairs"]})
-        except ValueError as exc:
-            rows.append({"backbone A": a, "backbone B": b, "note": str(exc)})
+    for r in table.to_dict("records"):
+        if isinstance(r.get("note"), str) or "r" not in r:
+            rows.append({"backbone A": r["backbone_a"], "backbone B": r["backbone_b"], "note": r.get("note")})
+        else:
+            rows.append({"backbone A": r["backbone_a"], "backbone B": r["backbone_b"], "r (Spearman)": r["r"],
+                         "p (Mantel)": r["p_value"], "shared tasks": r["n_tasks"], "task pairs": r["n_pairs"]})
     if not rows:
         st.caption("Need task similarities for at least two backbones (two origins per task).")
     else:

@@ -9,6 +9,7 @@ from pages import _ui as ui
 from tpv_core import plots
 from tpv_core import similarity as sim
 from tpv_core.prompts import PromptMismatchError
+from tpv_core.workflows.analysis import TaskSimilarity, task_similarity
 
 ui.page_setup()
 st.title("Cosine similarity")
@@ -18,6 +19,13 @@ root, df = ui.store_or_stop()
 @st.cache_data(show_spinner="Computing cosine similarities…", max_entries=32)
 def pair_table(paths: tuple[str, ...], signature: tuple, what: str, definition: str) -> pd.DataFrame:
     return sim.similarity_table(sim.collect([ui.prompt_at(p) for p in paths], what), definition)
+
+
+@st.cache_data(show_spinner="Aggregating per task…", max_entries=32)
+def task_similarity_of(paths: tuple[str, ...], signature: tuple, what: str, definition: str, same: str,
+                       order: tuple[str, ...]) -> TaskSimilarity:
+    return task_similarity(sim.collect([ui.prompt_at(p) for p in paths], what), [definition], same_origin=same,
+                           order=order)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -52,18 +60,15 @@ sig = tuple(os.stat(p).st_mtime_ns for p in sel["path"])
 label = {"vector": "task prompt vectors", "prompt": "soft prompts"}[what]
 try:
     if view == "task":
-        pairs = pair_table(tuple(sel["path"]), sig, what, definition)
-        if pairs.empty:
+        result = task_similarity_of(tuple(sel["path"]), sig, what, definition, same, tuple(tasks))
+        if result.pairs.empty:
             st.info("No comparable pairs (each backbone needs two prompts of the same shape).")
             st.stop()
-        agg = sim.by_task(pairs, same_origin=same)
-        order = [t for t in tasks if t in set(pairs["task_a"]) | set(pairs["task_b"])]
-        mats, ns, stds = {}, {}, {}
-        for bb in [b for b in bbs if b in set(agg["backbone"])]:
-            mats[bb] = sim.matrix(agg, bb, "mean", definition, tasks=[t for t in order if t in set(
-                agg.loc[agg["backbone"] == bb, "task_a"])])
-            ns[bb] = sim.matrix(agg, bb, "n", definition, tasks=list(mats[bb].index))
-            stds[bb] = sim.matrix(agg, bb, "std", definition, tasks=list(mats[bb].index))
+        agg = result.by_task
+        found = {bb: m for (bb, _d), m in result.matrices.items()}
+        mats = {bb: found[bb].mean for bb in bbs if bb in found}
+        ns = {bb: found[bb].n for bb in mats}
+        stds = {bb: found[bb].std for bb in mats}
         title = f"Cosine ({definition}) of {label}, mean over {same.replace('exclude', 'cross-origin')} pairs"
         if len(mats) == 1:
             (bb, m), = mats.items()

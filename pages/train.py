@@ -3,10 +3,12 @@
 import streamlit as st
 
 from pages import _ui as ui
-from tpv_core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, TrainSpec
+from tpv_core.app.job_bodies import submit_training
+from tpv_core.app.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING
 from tpv_core.probe import probe_tasks
 from tpv_core.tasks import get_task, list_tasks
 from tpv_core.training import FAMILY_DEFAULTS, TrainConfig
+from tpv_core.workflows.train import TrainRequest
 
 ui.page_setup()
 st.title("Train soft prompts")
@@ -67,10 +69,10 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:", dis
              key="train_start"):
     cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch, k_shot=k, eval_limit=eval_limit,
                       eval_every=max(1, steps // 5))
-    spec = TrainSpec(backbone=bb_name, tasks=tuple(tasks), seeds=tuple(seeds), store_root=root, config=cfg,
-                     length=length, origin_kind=kind, overwrite=overwrite, metadata={"command": "app: Train page"})
+    spec = TrainRequest(backbone=bb_name, tasks=tuple(tasks), seeds=tuple(seeds), store_root=root, config=cfg,
+                        length=length, origin_kind=kind, force=overwrite, metadata={"command": "app: Train page"})
     try:
-        job_id = queue.submit(spec)
+        job_id = submit_training(queue, spec, ui.model_cache().get)
         st.session_state["my_jobs"] = [*st.session_state["my_jobs"], job_id]
         st.toast(f"Job {job_id} queued: {spec.label()}", icon=":material/schedule:")
     except Exception as exc:  # noqa: BLE001

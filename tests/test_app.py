@@ -125,9 +125,11 @@ def test_combine_slider_changes_the_scores(app_store):
     at.button(key="cmb_save").click().run()
     assert not errors(at)
     name = next(t.value for t in at.text_input if t.label == "Task name in the store")
-    assert name.startswith("combo:-") and "+2sentences_" in name  # weights -1 and 2 in the suggested name
+    # weights -1 and 2, each term with its origin, in the suggested name; the formula is shown literally
+    assert name.startswith("sum_m1sentences_") and "_2sentences_" in name and ".s0" in name, name
+    assert any("P0(vocab5000-s0-L4) − 1·sentences_" in c.value for c in at.caption)
     saved = app_store.index(task=name)
-    assert len(saved) == 1
+    assert len(saved) == 1 and saved["source"][0] == "combination"
     combo = app_store.load("minilm-l6", saved["task"][0], saved["origin"][0]).metadata["combination"]
     meta_weights = [v["weight"] for v in combo["vectors"]]
     assert meta_weights == [-1.0, 2.0]

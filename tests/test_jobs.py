@@ -12,8 +12,10 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tpv_core.jobs import CANCELLED, DONE, FAILED, JobQueue, TrainSpec  # noqa: E402
+from tpv_core.app.job_bodies import submit_training  # noqa: E402
+from tpv_core.app.jobs import CANCELLED, DONE, FAILED, JobQueue  # noqa: E402
 from tpv_core.training import TrainConfig  # noqa: E402
+from tpv_core.workflows.train import TrainRequest  # noqa: E402
 
 
 @pytest.fixture
@@ -108,11 +110,12 @@ def test_snapshots_are_consistent_while_a_job_reports(q):
 def test_a_training_job_saves_prompts_atomically_and_skips_existing(minilm, tmp_path):
     from tpv_core.store import PromptStore
 
-    q = JobQueue(loader=lambda name: minilm)
+    q = JobQueue()
+    loader = lambda name: minilm  # noqa: E731
     try:
         cfg = TrainConfig(steps=3, batch_size=8, eval_every=3, eval_limit=16)
-        spec = TrainSpec("minilm-l6", ("sentences_yelp",), (0, 1), str(tmp_path), cfg, length=4)
-        job = q.submit(spec)
+        spec = TrainRequest("minilm-l6", ("sentences_yelp",), (0, 1), str(tmp_path), cfg, length=4)
+        job = submit_training(q, spec, loader)
         final = q.wait(job, timeout=120)
         assert final.state == DONE, final.error
         assert len(final.saved) == 2 and final.item == final.items == 2
@@ -120,13 +123,13 @@ def test_a_training_job_saves_prompts_atomically_and_skips_existing(minilm, tmp_
         df = PromptStore(tmp_path).index()
         assert sorted(df["origin"]) == ["vocab5000-s0-L4", "vocab5000-s1-L4"]
         assert not list(tmp_path.rglob("*.tmp"))  # no temp files left behind
-        again = q.wait(q.submit(spec), timeout=60)
+        again = q.wait(submit_training(q, spec, loader), timeout=60)
         assert again.state == DONE and len(again.skipped) == 2 and not again.saved
 
         # cancelling a running training job stops between steps and saves nothing
         long = dataclasses.replace(spec, seeds=(5,), config=TrainConfig(steps=10_000, batch_size=8, eval_every=None,
                                                                         eval_limit=16))
-        job = q.submit(long)
+        job = submit_training(q, long, loader)
         t0 = time.monotonic()
         while q.get(job).step < 2 and time.monotonic() - t0 < 60:
             time.sleep(0.05)
@@ -137,18 +140,16 @@ def test_a_training_job_saves_prompts_atomically_and_skips_existing(minilm, tmp_
         q.shutdown()
 
 
-def test_bad_specs_are_refused():
+def test_bad_requests_are_refused():
     q = JobQueue()
     try:
-        with pytest.raises(RuntimeError, match="loader"):
-            q.submit(TrainSpec("minilm-l6", ("sst2",), (0,), "/tmp/x", TrainConfig()))
-    finally:
-        q.shutdown()
-    q = JobQueue(loader=lambda n: None)
-    try:
         with pytest.raises(ValueError, match="task"):
-            q.submit(TrainSpec("minilm-l6", (), (0,), "/tmp/x", TrainConfig()))
+            submit_training(q, TrainRequest("minilm-l6", (), (0,), "/tmp/x", TrainConfig()), lambda n: None)
         with pytest.raises(ValueError, match="seed"):
-            q.submit(TrainSpec("minilm-l6", ("sst2",), (), "/tmp/x", TrainConfig()))
+            submit_training(q, TrainRequest("minilm-l6", ("sst2",), (), "/tmp/x", TrainConfig()), lambda n: None)
+        with pytest.raises(ValueError, match="exclude"):
+            submit_training(q, TrainRequest("minilm-l6", ("sst2",), (0,), "/tmp/x", TrainConfig(), force=True,
+                                            resume=True), lambda n: None)
+        assert q.list() == []
     finally:
         q.shutdown()

@@ -16,12 +16,10 @@ from tpv_core.store import (
     SCHEMA_VERSION,
     PromptStore,
     StoreError,
-    export_peft,
-    export_soft_prompt,
-    import_peft,
     load_prompt,
     read_metadata,
 )
+from tpv_core.peft_io import export_peft, export_soft_prompt, import_peft
 
 EMB = torch.randn(6000, 16, generator=torch.Generator().manual_seed(0))
 

@@ -13,7 +13,7 @@ visited in a fixed shuffled order so the running estimate is not biased by file 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -167,3 +167,24 @@ def evaluate(
     if result is None:
         raise RuntimeError("evaluation was cancelled before the first batch")
     return result
+
+
+def interleaved_evaluation(
+    backbone: "Backbone",
+    prompt: torch.Tensor | None,
+    prepared: Mapping[str, PreparedSplit],
+    *,
+    batch_size: int = 32,
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[tuple[str, EvalResult]]:
+    """Evaluate ``prompt`` on several tasks, one batch of each in turn, yielding ``(task, running
+    result)`` after every batch: every task gets an estimate after its first batch, then they all
+    refine to the full split (the app's live Combine scores)."""
+    iters = {name: iter_evaluate(backbone, p.task, prompt, p, batch_size=batch_size, cancel=cancel)
+             for name, p in prepared.items()}
+    while iters:
+        for name in list(iters):
+            try:
+                yield name, next(iters[name])
+            except StopIteration:
+                del iters[name]

@@ -6,8 +6,7 @@ with the schema version, backbone id and revision, L, d, origin spec, task, trai
 steps, wall time and library version. Files are written atomically (temp file, fsync, rename) and read
 with safetensors only (never unpickled). ``index()`` reads headers only.
 
-PEFT interop: :func:`export_peft` writes a prompt-tuning adapter directory that
-``peft.PeftModel.from_pretrained`` loads; :func:`import_peft` reads one back (with an origin).
+PEFT interop (adapter folders and zips) lives in :mod:`tpv_core.peft_io`.
 """
 
 from __future__ import annotations
@@ -224,6 +223,18 @@ class PromptStore:
             return iter(())
         return (p for p in sorted(self.root.glob(f"*/*/*{SUFFIX}")) if not p.name.startswith("."))
 
+    def signature(self) -> tuple[tuple[str, int, int], ...]:
+        """(relative path, mtime_ns, size) of every stored file: changes whenever the store does, so it can
+        key caches of the index and of loaded prompts."""
+        out = []
+        for p in self.files():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            out.append((str(p.relative_to(self.root)), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
     def index(
         self,
         backbone: str | None = None,
@@ -279,128 +290,3 @@ class PromptStore:
 
     def delete(self, backbone: str, task: str, origin_id: str) -> None:
         self.path_for(backbone, task, origin_id).unlink()
-
-
-# --------------------------------------------------------------------------------------------------
-# PEFT prompt-tuning adapters
-# --------------------------------------------------------------------------------------------------
-PEFT_TASK_TYPES = {"decoder": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder": "FEATURE_EXTRACTION"}
-ORIGIN_FILE = "tpv_origin.safetensors"
-METADATA_FILE = "tpv_metadata.json"
-
-
-def export_peft(
-    tensor: torch.Tensor,
-    out_dir: str | Path,
-    *,
-    base_model: str,
-    family: str = "decoder",
-    origin: Origin | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> Path:
-    """Write a PEFT prompt-tuning adapter (``adapter_config.json`` + ``adapter_model.safetensors`` with
-    key ``prompt_embeddings``, ``num_transformer_submodules=1``).
-
-    ``base_model`` is the hub id (or folder) of the frozen model; ``family`` picks PEFT's task type. When
-    ``origin`` is given it is saved beside the adapter (``tpv_origin.safetensors``) so :func:`import_peft`
-    can rebuild the task prompt vector without being told the origin.
-    """
-    if tensor.dim() != 2:
-        raise ValueError(f"a prompt must be 2-D (L x d), got shape {tuple(tensor.shape)}")
-    if family not in PEFT_TASK_TYPES:
-        raise ValueError(f"unknown backbone family {family!r}; one of {', '.join(PEFT_TASK_TYPES)}")
-    length, dim = tensor.shape
-    config = {
-        "peft_type": "PROMPT_TUNING",
-        "task_type": PEFT_TASK_TYPES[family],
-        "base_model_name_or_path": base_model,
-        "num_virtual_tokens": int(length),
-        "token_dim": int(dim),
-        "num_transformer_submodules": 1,
-        "prompt_tuning_init": "RANDOM",
-        "inference_mode": True,
-        "revision": None,
-    }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = st_save({"prompt_embeddings": tensor.detach().float().cpu().contiguous()}, metadata={"format": "pt"})
-    atomic_write_bytes(out / "adapter_model.safetensors", weights)
-    if origin is not None:
-        otensor = origin.require_tensor()
-        if tuple(otensor.shape) != (length, dim):
-            raise ValueError(f"origin {origin.id} is {tuple(otensor.shape)}, prompt is {(length, dim)}")
-        data = st_save(
-            {"origin": otensor.detach().float().cpu().contiguous()},
-            metadata={META_KEY: json.dumps(origin.spec()), "format": "pt"},
-        )
-        atomic_write_bytes(out / ORIGIN_FILE, data)
-    if metadata:
-        atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True, default=str))
-    atomic_write_text(out / "adapter_config.json", json.dumps(config, indent=2, sort_keys=True))
-    return out
-
-
-def export_soft_prompt(prompt: SoftPrompt, out_dir: str | Path, *, base_model: str | None = None,
-                       family: str = "decoder") -> Path:
-    meta = {k: v for k, v in prompt_metadata(prompt).items() if k in ("task", "backbone", "metrics", "steps")}
-    return export_peft(
-        prompt.tensor,
-        out_dir,
-        base_model=base_model or prompt.metadata.get("backbone_model_id") or prompt.backbone,
-        family=family,
-        origin=prompt.origin,
-        metadata=meta,
-    )
-
-
-def import_peft(
-    adapter_dir: str | Path,
-    *,
-    task: str,
-    backbone: str,
-    origin: Origin | None = None,
-) -> SoftPrompt:
-    """Read a PEFT prompt-tuning adapter as a :class:`SoftPrompt`.
-
-    PEFT stores no origin: give one (``origin``, with its tensor) unless the directory was exported by
-    this library with an origin file.
-    """
-    d = Path(adapter_dir)
-    cfg_path, w_path = d / "adapter_config.json", d / "adapter_model.safetensors"
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise StoreError(f"{d}: not a PEFT adapter (needs adapter_config.json and adapter_model.safetensors)")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise StoreError(f"{cfg_path}: not valid JSON") from None
-    if config.get("peft_type") != "PROMPT_TUNING":
-        raise StoreError(f"{d}: peft_type is {config.get('peft_type')!r}; only PROMPT_TUNING adapters hold a soft prompt")
-    read_header(w_path)
-    try:
-        tensors = st_load(w_path.read_bytes())
-    except Exception as exc:
-        raise StoreError(f"{w_path}: cannot decode ({exc})") from None
-    if "prompt_embeddings" not in tensors:
-        raise StoreError(f"{w_path}: no 'prompt_embeddings' tensor (found {sorted(tensors)})")
-    emb = tensors["prompt_embeddings"].float()
-    n_sub = int(config.get("num_transformer_submodules") or 1)
-    length = int(config.get("num_virtual_tokens") or emb.shape[0] // n_sub)
-    if emb.shape[0] != length * n_sub:
-        raise StoreError(f"{d}: prompt_embeddings has {emb.shape[0]} rows, config says {length} x {n_sub}")
-    emb = emb[:length]  # with two submodules (T5 default) the first half feeds the encoder
-    if origin is None:
-        opath = d / ORIGIN_FILE
-        if not opath.is_file():
-            raise StoreError(
-                f"{d}: PEFT adapters carry no origin; pass the origin the prompt was tuned from "
-                "(e.g. make_origin(backbone, seed=...))"
-            )
-        ometa = json.loads((read_header(opath).get("__metadata__") or {}).get(META_KEY, "{}"))
-        origin = Origin.from_spec(ometa, st_load(opath.read_bytes())["origin"].float())
-    if origin.backbone != backbone:
-        raise StoreError(f"origin {origin.id} is on backbone {origin.backbone!r}, not {backbone!r}")
-    origin_t = origin.require_tensor()
-    if tuple(origin_t.shape) != tuple(emb.shape):
-        raise StoreError(f"adapter prompt is {tuple(emb.shape)} but origin {origin.id} is {tuple(origin_t.shape)}")
-    meta = {"source": "peft-import", "imported_from": str(d), "backbone_model_id": config.get("base_model_name_or_path")}
-    return SoftPrompt(emb.contiguous(), origin, task, backbone, meta)

@@ -31,12 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for group in GROUPS:
-        try:
-            module = importlib.import_module(f"tpv_core.cli.{group}_cmd")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"tpv_core.cli.{group}_cmd":
-                continue  # group not built yet
-            raise
+        module = importlib.import_module(f"tpv_core.cli.{group}_cmd")
         module.register(sub)
     return parser
 
@@ -45,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from tpv_core.cli.common import resolve_store
+
+        resolve_store(args)
         result = args.func(args)
     except KeyboardInterrupt:
         print("tpv: interrupted", file=sys.stderr)

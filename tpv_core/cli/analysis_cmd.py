@@ -8,13 +8,12 @@ definition, the correlation of task geometry between backbones, and writes the t
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from tpv_core.cli.common import print_table
+from tpv_core.cli.common import add_store_arg, print_table
 
 FIG_FORMATS = ("html", "png", "svg")
 ALL_FORMATS = ("csv", *FIG_FORMATS)
@@ -25,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Cosine similarity of stored task prompt vectors (tau = P - P0) or prompts, "
                                    "aggregated per task pair over origins; with several backbones also the "
                                    "correlation of their task geometry (Mantel test).")
-    s.add_argument("root", help="store root folder, e.g. data/zoo")
+    add_store_arg(s, positional=True)
     s.add_argument("--backbone", nargs="+", default=None, help="only these backbones (default: all)")
     s.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: all)")
     s.add_argument("--definition", default="flat", choices=["flat", "token-mean", "both"],
@@ -45,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Project stored task prompt vectors (flattened) to 2-D, one projection per "
                                    "backbone. UMAP uses the cosine metric and a fixed seed; tiny sets fall back "
                                    "to PCA.")
-    p.add_argument("root", help="store root folder, e.g. data/zoo")
+    add_store_arg(p, positional=True)
     p.add_argument("--method", default="umap", choices=["umap", "pca"])
     p.add_argument("--backbone", nargs="+", default=None)
     p.add_argument("--tasks", nargs="+", default=None)
@@ -114,6 +113,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     from tpv_core import plots
     from tpv_core import similarity as sim
     from tpv_core.store import atomic_write_bytes, safe_name
+    from tpv_core.workflows.analysis import geometry_table, task_similarity
 
     fmts = _formats(args.format)
     prompts = _load(args)
@@ -128,64 +128,48 @@ def cmd_similarity(args: argparse.Namespace) -> int:
               + (" (the stored prompt is its origin: tuning never beat it on validation)" if what == "vector" else ""),
               file=sys.stderr)
     defs = list(sim.DEFINITIONS) if args.definition == "both" else [args.definition]
-    table = sim.similarity_table(items, defs)
-    agg = sim.by_task(table, args.same_origin)
+    result = task_similarity(items, defs, same_origin=args.same_origin)
+    table, agg = result.pairs, result.by_task
     out = Path(args.out) if args.out else None
     written: list[Path] = []
     skipped: list[str] = []
     noun = "task prompt vectors (tau = P - P0)" if what == "vector" else "prompts P"
     pairs_note = {"exclude": "pairs from different origins", "include": "all pairs", "only": "same-origin pairs"}
     backbones = list(dict.fromkeys(it.backbone for it in items))
-    mats: dict[tuple[str, str], pd.DataFrame] = {}
-
     figures: dict = {}
-
-    def write_fig(fig, stem: str) -> None:
-        if out is not None:
-            figures[stem] = fig
 
     for bb in backbones:
         n_items = sum(it.backbone == bb for it in items)
         for d in defs:
-            part = agg[(agg["backbone"] == bb) & (agg["definition"] == d)]
             print(f"\n== {bb} · {d} cosine of {noun} · mean over {pairs_note[args.same_origin]} ({n_items} items)")
-            if part.empty:
+            if (bb, d) not in result.matrices:
                 print("(fewer than two comparable items: nothing to compare)")
                 continue
-            mean, std, n = (sim.matrix(agg, bb, v, definition=d) for v in ("mean", "std", "n"))
-            mats[(bb, d)] = mean
-            _print_matrix(mean)
-            nz = n.to_numpy()
+            m = result.matrices[(bb, d)]
+            _print_matrix(m.mean)
+            nz = m.n.to_numpy()
             print(f"pairs per cell: {int(nz.min())}..{int(nz.max())}")
-            write_fig(plots.heatmap(mean, title=f"{bb}: {d} cosine of {noun}", n=n, std=std),
-                      f"similarity_{safe_name(bb)}_{d}")
+            figures[f"similarity_{safe_name(bb)}_{d}"] = plots.heatmap(m.mean, title=f"{bb}: {d} cosine of {noun}",
+                                                                      n=m.n, std=m.std)
             if args.per_origin:
                 per = sim.per_item_matrix(items, d, backbone=bb)
                 print(f"\n-- {bb} · {d} · per item (task/origin)")
                 _print_matrix(per)
-                write_fig(plots.heatmap(per, title=f"{bb}: {d} cosine per task/origin"),
-                          f"similarity_items_{safe_name(bb)}_{d}")
+                figures[f"similarity_items_{safe_name(bb)}_{d}"] = plots.heatmap(
+                    per, title=f"{bb}: {d} cosine per task/origin")
                 if out is not None and "csv" in fmts:
                     written.append(atomic_write_bytes(out / f"similarity_items_{safe_name(bb)}_{d}.csv",
                                                       plots.export_table(per, index=True)))
 
-    geometry_rows = []
     if len(backbones) >= 2:
-        for d in defs:
-            for a, b in itertools.combinations(backbones, 2):
-                if (a, d) not in mats or (b, d) not in mats:
-                    continue
-                try:
-                    g = sim.geometry_correlation(mats[(a, d)], mats[(b, d)], n_permutations=args.permutations)
-                except ValueError as exc:
-                    print(f"\ngeometry {a} vs {b} ({d}): {exc}")
-                    continue
-                geometry_rows.append({"backbone_a": a, "backbone_b": b, "definition": d,
-                                      f"{g['method']}_r": g["r"], "p_value": g["p_value"], "n_tasks": g["n_tasks"],
-                                      "test": "exact" if g["exact"] else f"{g['n_permutations']} permutations",
-                                      "tasks": " ".join(map(str, g["tasks"]))})
-        if geometry_rows:
-            geo = pd.DataFrame(geometry_rows)
+        geo = geometry_table({k: m.mean for k, m in result.matrices.items()}, n_permutations=args.permutations)
+        for row in geo.to_dict("records") if "note" in geo else []:
+            if isinstance(row.get("note"), str):
+                print(f"\ngeometry {row['backbone_a']} vs {row['backbone_b']} ({row['definition']}): {row['note']}")
+        if "r" in geo:
+            geo = geo[geo["r"].notna()]
+            geo = geo.rename(columns={"r": f"{geo['method'].iloc[0]}_r"}).drop(columns=["method", "n_pairs", "note"],
+                                                                             errors="ignore")
             print("\n== task geometry across backbones: Spearman r of the task x task matrices' upper triangles "
                   "(Mantel permutation p-value, one-sided)")
             print_table(geo.drop(columns=["tasks"]))
@@ -194,10 +178,9 @@ def cmd_similarity(args: argparse.Namespace) -> int:
             if out is not None and "csv" in fmts:
                 written.append(atomic_write_bytes(out / "similarity_geometry.csv", plots.export_table(geo)))
         for d in defs:
-            side = {bb: mats[(bb, d)] for bb in backbones if (bb, d) in mats}
+            side = result.means(d)
             if len(side) >= 2:
-                write_fig(plots.heatmap_grid(side, title=f"{d} cosine of {noun}, per backbone"),
-                          f"similarity_backbones_{d}")
+                figures[f"similarity_backbones_{d}"] = plots.heatmap_grid(side, title=f"{d} cosine of {noun}, per backbone")
 
     if out is not None and "csv" in fmts:
         written.append(atomic_write_bytes(out / "similarity_pairs.csv", plots.export_table(table)))

@@ -20,6 +20,34 @@ def print_table(df: pd.DataFrame, floatfmt: str = "{:.4f}") -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def add_store_arg(p, *, positional: bool = False) -> None:
+    """``--store`` with the one default rule (``$TPV_STORE``, else the project's ``data/zoo``, wherever the
+    command runs from). ``positional=True`` also accepts the root as an optional first argument (the form
+    ``tpv store list ROOT`` that older scripts use)."""
+    from tpv_core.paths import default_store_root
+
+    help_ = "store root (default: $TPV_STORE, else the project's data/zoo)"
+    if positional:
+        p.add_argument("root", nargs="?", default=None, help="store root, same as --store")
+        p.add_argument("--store", default=None, help=help_)
+        p.set_defaults(_store_positional=True)
+    else:
+        p.add_argument("--store", default=None, help=help_)
+    p.set_defaults(_store_default=default_store_root)
+
+
+def resolve_store(args) -> None:
+    """Fill ``args.store`` (and ``args.root`` for commands that take it positionally) by the one rule."""
+    if not hasattr(args, "_store_default"):
+        return
+    root = getattr(args, "root", None) if getattr(args, "_store_positional", False) else None
+    if root and args.store and root != args.store:
+        raise ValueError(f"two store roots given: {root!r} and --store {args.store!r}; give one")
+    args.store = root or args.store or args._store_default()
+    if getattr(args, "_store_positional", False):
+        args.root = args.store
+
+
 def add_backbone_args(p, required: bool = True) -> None:
     p.add_argument("--backbone", required=required, help="model name (see `tpv models list`) or hub id or folder")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, parse_seeds, print_table
+from tpv_core.cli.common import add_backbone_args, add_store_arg, load_backbone_for_cli, parse_seeds, print_table
 from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.prompts import make_origin
 from tpv_core.store import PromptStore
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--origin", nargs="*", default=None, help="origin seeds (default: every stored origin)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--limit", type=int, default=None, help="score only the first N rows (shuffled, seeded)")
-    p.add_argument("--store", default="data/zoo")
+    add_store_arg(p)
     p.add_argument("--untuned", action="store_true", help="score the origin P0 itself (needs --origin)")
     p.add_argument("--no-prompt", action="store_true", help="score the plain model, no soft prompt")
     p.add_argument("--length", type=int, default=None, help="origin length for --untuned")

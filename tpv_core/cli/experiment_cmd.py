@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, parse_seeds, print_table
+from tpv_core.cli.common import (
+    add_backbone_args,
+    add_store_arg,
+    load_backbone_for_cli,
+    parse_seeds,
+    print_table,
+    progress_bar,
+)
 from tpv_core.store import PromptStore
 
 
@@ -16,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         add_backbone_args(q)
-        q.add_argument("--store", default="data/zoo")
+        add_store_arg(q)
         q.add_argument("--origin", nargs="*", default=None, help="origin seeds (default: every stored one)")
         q.add_argument("--split", default="test", choices=["validation", "test"])
         q.add_argument("--limit", type=int, default=None, help="score the first N (shuffled) rows of the split")
@@ -100,12 +107,30 @@ def cmd_negation(args: argparse.Namespace) -> int:
 
 
 def cmd_fewshot(args: argparse.Namespace) -> int:
-    from tpv_core.experiments.fewshot import DEFAULT_KS, INITS, run_fewshot
-    from tpv_core.training import TrainConfig
+    from tpv_core.experiments.fewshot import DEFAULT_KS, INITS
+    from tpv_core.workflows.fewshot import FewshotRequest, run_fewshot_request
 
+    req = FewshotRequest(target=args.target, sources=args.sources, out=args.out, store_root=args.store,
+                         ks=args.k or DEFAULT_KS, seeds=parse_seeds(args.origin) or None, inits=args.inits or INITS,
+                         steps=args.steps, lr=args.lr, train_batch_size=args.batch_size_train,
+                         eval_limit=args.eval_limit, split=args.split, limit=args.limit, batch_size=args.batch_size)
     bb = load_backbone_for_cli(args)
-    cfg = TrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size_train, eval_limit=args.eval_limit)
-    res = run_fewshot(bb, PromptStore(args.store), args.target, args.sources, args.out, ks=args.k or DEFAULT_KS,
-                      seeds=parse_seeds(args.origin) or None, inits=args.inits or INITS, config=cfg,
-                      split=args.split, limit=args.limit, batch_size=args.batch_size, progress=_say)
+    bar = None
+
+    def on_run(p) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress_bar(p.total, f"few-shot {req.target}")
+            bar.unit = "run"
+            bar.update(p.done)
+        elif p.row is not None:
+            bar.set_postfix({"last": f"k={p.row['k']} {p.row['init']} {p.row['score']:.3f}"}, refresh=False)
+            bar.update(1)
+
+    try:
+        res = run_fewshot_request(bb, req, on_run=on_run,
+                                  progress=lambda m: bar.write(m) if bar is not None else _say(m))
+    finally:
+        if bar is not None:
+            bar.close()
     return _report(res)

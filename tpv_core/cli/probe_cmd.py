@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from tpv_core.cli.common import add_backbone_args, load_backbone_for_cli, print_table
+from tpv_core.cli.common import add_backbone_args, add_store_arg, load_backbone_for_cli, print_table
 from tpv_core.probe import VIEWS, probe_tasks, probe_views
 from tpv_core.tasks import get_task
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--c", type=float, default=0.01, help="inverse L2 strength of the logistic regression")
     p.add_argument("--chat", action="store_true", help="wrap inputs in the model's chat template (decoders)")
-    p.add_argument("--store", default="data/zoo", help="store root (for custom tasks)")
+    add_store_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
 

@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from tpv_core.cli.common import print_table
-from tpv_core.store import PromptStore, export_soft_prompt
+from tpv_core.cli.common import add_store_arg, print_table
+from tpv_core.peft_io import export_soft_prompt
+from tpv_core.store import PromptStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.required = True
 
     ls = s.add_parser("list", help="list the prompts under a store root")
-    ls.add_argument("root", help="store root folder, e.g. data/zoo")
+    add_store_arg(ls, positional=True)
     ls.add_argument("--backbone")
     ls.add_argument("--task")
     ls.add_argument("--origin", help="origin id or seed")
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_list)
 
     ex = s.add_parser("export", help="export a stored prompt as a PEFT prompt-tuning adapter directory")
-    ex.add_argument("root")
+    add_store_arg(ex, positional=True)
     ex.add_argument("--backbone", required=True)
     ex.add_argument("--task", required=True)
     ex.add_argument("--origin", required=True, help="origin id (see `tpv store list`) or seed")

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from tpv_core.cli.common import print_table
+from tpv_core.cli.common import add_store_arg, print_table
 from tpv_core.tasks import list_tasks, make_custom_task, register_custom_task
 
 
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="tasks_command", metavar="ACTION")
     s.required = True
     ls = s.add_parser("list", help="list the known tasks")
-    ls.add_argument("--store", default="data/zoo", help="store root holding custom tasks")
+    add_store_arg(ls)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="two text fields only: one target cosine per label (sorted label order), e.g. 0 1 for "
                           "different / same; the encoder then reads the class from the cosine of the two fields")
     add.add_argument("--family", default="classification")
-    add.add_argument("--store", default="data/zoo", help="store root to register the task in")
+    add_store_arg(add)
     add.set_defaults(func=cmd_add)
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.experiments.common import (
@@ -47,6 +48,25 @@ GROUPS = {
 }
 
 
+@dataclass(frozen=True)
+class FewshotProgress:
+    """Structured progress of :func:`run_fewshot`: ``done`` of ``total`` runs (runs already in the results
+    log count as done), and the row of the run that just finished (None for the first report)."""
+
+    done: int
+    total: int
+    row: dict[str, Any] | None = None
+
+
+def init_names(inits: Sequence[str], sources: Sequence[str]) -> list[str]:
+    """The initialisations a run compares: ``spot`` expands to one ``spot:<source>`` per source."""
+    out = []
+    for init in INITS:
+        if init in inits:
+            out.extend([f"spot:{s}" for s in sources] if init == "spot" else [init])
+    return out
+
+
 def score_metric(task) -> str:
     """The paper reports F1 for few-shot: macro-F1 for multi-class, F1 for binary tasks."""
     for m in ("macro_f1", "f1"):
@@ -70,7 +90,10 @@ def run_fewshot(
     limit: int | None = None,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    on_run: Callable[[FewshotProgress], None] | None = None,
 ) -> ExperimentResult:
+    """Run (or resume) the few-shot grid: every common origin seed x init x k; ``progress`` gets messages,
+    ``on_run`` structured :class:`FewshotProgress` after every run."""
     out = Path(out_dir)
     tgt = get_task(target, store.root)
     srcs = [get_task(s, store.root) for s in sources]
@@ -92,6 +115,11 @@ def run_fewshot(
     test = prepare_split(backbone, tgt, split, limit=limit)
     val = prepare_split(backbone, tgt, "validation", limit=cfg.eval_limit)
     multi_name = task_key(srcs)
+    names = init_names(inits, [s.name for s in srcs])
+    total = len(common) * len(names) * len(capped)
+    done = sum(log.has(target=tgt.name, k=k, init=i, seed=seed) for seed in common for i in names for k in capped)
+    if on_run:
+        on_run(FewshotProgress(done, total))
 
     for seed in common:
         origin = src_prompts[srcs[0].name][seed].origin
@@ -130,6 +158,9 @@ def run_fewshot(
                          "sources": "+".join(s.name for s in srcs), "split": split, "n": ev.n, "steps": steps,
                          "metric": metric, "score": ev.metrics[metric],
                          **{f"m_{m}": v for m, v in ev.metrics.items()}})
+                done += 1
+                if on_run:
+                    on_run(FewshotProgress(done, total, log.rows[-1]))
                 if progress:
                     progress(f"{tgt.name} k={k} {init} seed {seed}: {metric}={ev.metrics[metric]:.4f}")
     runs = log.frame()  # every target run into this folder: the summary covers them all

@@ -1,9 +1,7 @@
 """A background job queue for the app: one worker thread runs jobs one after another.
 
-A training job tunes prompts for every (task, origin seed) item of a :class:`TrainSpec` with
-:func:`tpv_core.training.tune_prompt` and saves each finished prompt into its store atomically
-(:meth:`PromptStore.save`: temp file + rename). Other jobs (an experiment) are plain callables that
-report through a :class:`JobContext`.
+A job is a callable that reports through a :class:`JobContext`; the bodies that run a workflow (training
+into a store, a few-shot experiment) are in :mod:`tpv_core.app.job_bodies`.
 
 Only one job runs at a time: on a 2-core machine two trainings side by side would each run at half
 speed and fight over the cores, so the queue runs them in turn. :meth:`JobQueue.list` and
@@ -28,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import Backbone
-    from tpv_core.training import TrainConfig
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
@@ -103,10 +100,6 @@ class JobContext:
     def __init__(self, job: "_Job", lock: threading.Lock):
         self._job, self._lock = job, lock
 
-    @property
-    def cancel_event(self) -> threading.Event:
-        return self._job.cancel
-
     def cancelled(self) -> bool:
         return self._job.cancel.is_set()
 
@@ -139,14 +132,9 @@ class _Job:
 
 
 class JobQueue:
-    """Jobs run one at a time, in submission order, on one daemon worker thread.
+    """Jobs run one at a time, in submission order, on one daemon worker thread."""
 
-    ``loader`` turns a backbone name into a loaded backbone (the app passes its shared, cached loader,
-    so a job reuses the model the pages already hold).
-    """
-
-    def __init__(self, loader: BackboneLoader | None = None, *, keep_finished: int = 50):
-        self._loader = loader
+    def __init__(self, *, keep_finished: int = 50):
         self._lock = threading.Lock()
         self._jobs: dict[int, _Job] = {}
         self._pending: "queue.Queue[int | None]" = queue.Queue()
@@ -172,15 +160,6 @@ class JobQueue:
             self._prune()
         self._pending.put(job_id)
         return job_id
-
-    def submit(self, spec: "TrainSpec") -> int:
-        """Queue a training job."""
-        if self._loader is None:
-            raise RuntimeError("this queue has no backbone loader; create it with JobQueue(loader=...)")
-        spec.validate()
-        loader = self._loader
-        return self.submit_callable(lambda ctx: run_training(spec, ctx, loader), spec.label(), kind="train",
-                                    items=len(spec.items()))
 
     # --- reading ------------------------------------------------------------------------------
     def list(self) -> list[JobStatus]:
@@ -277,88 +256,3 @@ class JobQueue:
     def _mark_idle_locked(self) -> None:
         if not any(not j.status.finished for j in self._jobs.values()) and self._pending.empty():
             self._idle.set()
-
-
-# --------------------------------------------------------------------------------------------------
-# training jobs
-# --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainSpec:
-    """What a training job tunes: every task x every origin seed, on one backbone, into one store."""
-
-    backbone: str
-    tasks: tuple[str, ...]
-    seeds: tuple[int, ...]
-    store_root: str
-    config: "TrainConfig"
-    length: int | None = None  # None: the backbone family's default
-    origin_kind: str = "vocab"
-    overwrite: bool = False  # False: skip (task, origin) pairs the store already holds
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(self.tasks))
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-
-    def validate(self) -> None:
-        if not self.tasks:
-            raise ValueError("a training job needs at least one task")
-        if not self.seeds:
-            raise ValueError("a training job needs at least one origin seed")
-        if self.length is not None and self.length < 1:
-            raise ValueError(f"prompt length must be >= 1, got {self.length}")
-
-    def items(self) -> list[tuple[str, int]]:
-        return [(t, s) for t in self.tasks for s in self.seeds]
-
-    def label(self) -> str:
-        tasks = ", ".join(self.tasks[:4]) + (f" +{len(self.tasks) - 4}" if len(self.tasks) > 4 else "")
-        seeds = ",".join(str(s) for s in self.seeds)
-        return f"{self.backbone}: {tasks} x origins {seeds}"
-
-
-def run_training(spec: TrainSpec, ctx: JobContext, loader: BackboneLoader) -> list[str]:
-    """Body of a training job: tune, then save each prompt atomically. Returns the saved paths."""
-    from tpv_core.prompts import make_origin
-    from tpv_core.store import PromptStore
-    from tpv_core.tasks import get_task
-    from tpv_core.training import default_length, tune_prompt
-
-    store = PromptStore(spec.store_root)
-    ctx.update(message=f"loading {spec.backbone}")
-    backbone = loader(spec.backbone)
-    ctx.check()
-    length = spec.length or default_length(backbone)
-    steps = spec.config.resolved(backbone.family).steps
-    tasks = {name: get_task(name, spec.store_root) for name in spec.tasks}
-    saved: list[str] = []
-    for i, (task_name, seed) in enumerate(spec.items()):
-        ctx.check()
-        task = tasks[task_name]
-        origin = make_origin(backbone, kind=spec.origin_kind, seed=seed, length=length)
-        what = f"{task.name} / {origin.id}"
-        if not spec.overwrite and store.exists(backbone.name, task.name, origin.id):
-            ctx.add_skipped(what)
-            ctx.update(item=i + 1, message=f"skipped {what}: already in the store")
-            continue
-        ctx.update(current=what, step=0, steps=steps, loss=None, val_score=None, best_score=None, eta_s=None,
-                   message=f"preparing {what}")
-
-        def on_step(p, _ctx=ctx) -> None:
-            fields: dict[str, Any] = dict(step=p.step, steps=p.steps, loss=p.loss, eta_s=p.eta_s,
-                                          best_score=p.best_score, message="training")
-            if p.val_score is not None:
-                fields["val_score"] = p.val_score
-            _ctx.update(**fields)
-
-        result = tune_prompt(backbone, task, origin, spec.config, progress=on_step, cancel=ctx.cancelled,
-                             metadata={"source": "app", **spec.metadata})
-        if result.cancelled or ctx.cancelled():
-            raise JobCancelled()
-        path = store.save(result.prompt)
-        saved.append(str(path))
-        ctx.add_saved(str(path))
-        ctx.update(item=i + 1, message=f"saved {what}")
-    ctx.update(item=len(spec.items()), message=f"{len(saved)} prompt(s) saved to {store.root}")
-    return saved
-

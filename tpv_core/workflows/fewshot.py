@@ -1,0 +1,79 @@
+"""A few-shot job: the one description of a few-shot run that ``tpv experiment fewshot`` and the app's
+Few-shot page both build, run through :func:`tpv_core.experiments.fewshot.run_fewshot` with structured
+progress (:class:`~tpv_core.experiments.fewshot.FewshotProgress`: runs done of the total)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from tpv_core.experiments.common import ExperimentResult
+from tpv_core.experiments.fewshot import DEFAULT_KS, INITS, FewshotProgress, init_names, run_fewshot
+from tpv_core.store import PromptStore
+from tpv_core.training import TrainConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tpv_core.backbones.base import Backbone
+
+
+class FewshotCancelled(Exception):
+    """Raised between runs when the caller's ``cancel()`` turned true (finished runs stay in the log)."""
+
+
+@dataclass(frozen=True)
+class FewshotRequest:
+    target: str
+    sources: tuple[str, ...]
+    out: str
+    store_root: str
+    ks: tuple[int, ...] = DEFAULT_KS
+    seeds: tuple[int, ...] | None = None  # None: every origin seed the sources share
+    inits: tuple[str, ...] = INITS
+    steps: int | None = None
+    lr: float | None = None
+    train_batch_size: int | None = None
+    eval_limit: int | None = 200  # validation rows for best-prompt selection
+    eval_every: int | None = None
+    split: str = "test"
+    limit: int | None = None  # rows of the scored split
+    batch_size: int = 32  # evaluation batch
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
+        object.__setattr__(self, "inits", tuple(self.inits))
+        if self.seeds is not None:
+            object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.train_batch_size,
+                           eval_limit=self.eval_limit, eval_every=self.eval_every)
+
+    def planned_runs(self) -> int | None:
+        """Runs the request asks for (before k is capped at the target's training rows); None while the seeds
+        are left to the store."""
+        if self.seeds is None:
+            return None
+        return len(set(self.ks)) * len(init_names(self.inits, self.sources)) * len(self.seeds)
+
+    def label(self, backbone: str) -> str:
+        return f"few-shot {self.target} ← {' + '.join(self.sources)} on {backbone}"
+
+
+def run_fewshot_request(backbone: "Backbone", request: FewshotRequest, *,
+                        on_run: Callable[[FewshotProgress], None] | None = None,
+                        progress: Callable[[str], None] | None = None,
+                        cancel: Callable[[], bool] | None = None) -> ExperimentResult:
+    """Run (or resume) the request's few-shot grid; ``cancel()`` is checked after every run."""
+
+    def runs(p: FewshotProgress) -> None:
+        if on_run:
+            on_run(p)
+        if cancel is not None and cancel():
+            raise FewshotCancelled(f"cancelled after {p.done} of {p.total} runs")
+
+    return run_fewshot(backbone, PromptStore(request.store_root), request.target, list(request.sources),
+                       request.out, ks=list(request.ks), seeds=list(request.seeds) if request.seeds else None,
+                       inits=list(request.inits), config=request.config(), split=request.split,
+                       limit=request.limit, batch_size=request.batch_size, progress=progress, on_run=runs)
