@@ -5,6 +5,7 @@ import streamlit as st
 
 from pages import _ui as ui
 from tpv_core import peft_io
+from tpv_core.workflows.combination import VectorTerm, formula, read_combination
 
 ui.page_setup()
 st.title("Prompt library")
@@ -74,6 +75,11 @@ with left:
                                key="lib_export_dl", on_click="ignore", icon=":material/download:", type="primary")
             st.caption(f"L={prompt.length}, d={prompt.dim}, PEFT task type of the {family} family; the zip also holds "
                        "`tpv_origin.safetensors` so it imports back with its origin.")
+            combo = read_combination(prompt)
+            if combo is not None:
+                terms = [VectorTerm(v["task"], v["origin"], v["weight"]) for v in combo["vectors"]]
+                st.caption("A stored combination: `P = "
+                           f"{formula(terms, combo['origin'], combo['method'], combo['lambda'])}`")
 
 # ---------------------------------------------------------------------------------------- import
 with right:

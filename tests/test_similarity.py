@@ -231,3 +231,22 @@ def test_cli_names_zero_vectors(tmp_path, capsys):
     assert "1 all-zero vector(s)" in err and f"toy:a/{kept.origin.id}" in err
     assert [z.label for z in sim.zero_items(sim.collect(prompts))] == [f"a/{kept.origin.id}"]
     assert sim.zero_items(sim.collect(prompts, "prompt")) == []  # the prompt itself is not zero
+
+
+def test_similarity_cli_and_workflow_agree(two_backbone_store, tmp_path, capsys):
+    from tpv_core.cli import main
+    from tpv_core.workflows.analysis import geometry_table, task_similarity
+
+    out = tmp_path / "sim"
+    assert main(["similarity", "--store", str(two_backbone_store.root), "--definition", "both", "--out", str(out),
+                 "--format", "csv", "--permutations", "50"]) == 0
+    items = sim.collect(two_backbone_store.load_all(), "vector")
+    res = task_similarity(items, list(sim.DEFINITIONS))
+    cli = pd.read_csv(out / "similarity_by_task.csv")
+    assert len(cli) == len(res.by_task)
+    merged = cli.merge(res.by_task, on=["backbone", "definition", "task_a", "task_b"], suffixes=("_cli", "_wf"))
+    assert len(merged) == len(cli)
+    assert (merged["mean_cli"] - merged["mean_wf"]).abs().max() < 1e-9
+    geo = geometry_table({k: m.mean for k, m in res.matrices.items()}, n_permutations=50)
+    cli_geo = pd.read_csv(out / "similarity_geometry.csv")
+    assert list(cli_geo["spearman_r"].round(9)) == list(geo.dropna(subset=["r"])["r"].round(9))

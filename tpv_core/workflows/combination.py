@@ -163,13 +163,14 @@ def save_combination(store: PromptStore, combination: Combination, name: str, ba
     return str(store.save(prompt, overwrite=True))
 
 
-def read_combination(meta: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The combination entry of a stored prompt's metadata in the current layout (None when the prompt is
-    not a combination); older layouts are converted."""
+def read_combination(prompt: SoftPrompt) -> dict[str, Any] | None:
+    """The combination entry of a stored prompt in the current layout (None when the prompt is not a
+    combination); older layouts are converted."""
+    meta = prompt.metadata
     if not is_combination(meta):
         return None
     c = dict(meta.get("combination") or {})
-    origin = c.get("origin") or (meta.get("origin") or {}).get("id")
+    origin = c.get("origin") or prompt.origin.id
     vectors = c.get("vectors") or [{"task": t, "origin": origin, "weight": w} for t, w in c.get("terms") or []]
     scores: dict[str, dict[str, float]] = {k: dict(v) for k, v in (c.get("scores") or {}).items()}
     if not scores:
