@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -205,3 +206,34 @@ def test_fewshot_cli_and_job_write_the_same_runs(minilm, tiny_store, tmp_path, q
     key = ["k", "init", "seed"]
     j, c = (r.sort_values(key).reset_index(drop=True) for r in (job_runs, cli_runs))
     pd.testing.assert_frame_equal(j[[*key, "steps", "score"]], c[[*key, "steps", "score"]])
+
+
+def test_one_rule_for_where_the_store_is(tmp_path, monkeypatch, capsys):
+    """Every command: --store, else $TPV_STORE, else the project's data/zoo (not the working directory's)."""
+    from tpv_core.paths import default_store_root
+
+    zoo = ROOT / "data" / "zoo"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TPV_STORE", raising=False)
+    assert Path(default_store_root()) == zoo
+    assert main(["store", "list", "--json", "--backbone", "minilm-l6", "--task", "sst2"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert Path(got["root"]) == zoo and len(got["prompts"]) == 3
+    mine = tmp_path / "mine"
+    monkeypatch.setenv("TPV_STORE", str(mine))
+    assert Path(default_store_root()) == mine
+    assert main(["store", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["root"] == str(mine)
+    # a custom task registered in $TPV_STORE is found from any folder
+    (tmp_path / "t.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(12)))
+    assert main(["tasks", "add", "mine_task", "--file", str(tmp_path / "t.csv"), "--text-field", "text",
+                 "--label-field", "label"]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(ROOT)
+    assert main(["tasks", "list", "--json"]) == 0
+    assert "mine_task" in {t["name"] for t in json.loads(capsys.readouterr().out)["tasks"]}
+    # the positional root of older scripts still works; two different roots are refused
+    assert main(["store", "list", str(zoo), "--json", "--task", "sst2", "--backbone", "minilm-l6"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["prompts"]) == 3
+    assert main(["store", "list", str(zoo), "--store", str(mine)]) == 2
+    assert "two store roots" in capsys.readouterr().err
