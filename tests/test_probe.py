@@ -9,7 +9,7 @@ import pytest
 from tpv_core.cli import main
 from tpv_core.probe import feature_matrix, linear_probe
 from tpv_core.tasks import get_task
-from tpv_core.tasks.custom import make_custom_task
+from tpv_core.tasks import make_custom_task
 
 SENTENCES = [f"{s} {o}" for s in ("The dog", "A child", "My neighbour", "The old man", "Her sister", "The pilot")
              for o in ("reads a book.", "cooks dinner.", "plays chess.", "paints a wall.", "rides a bike.",

@@ -19,6 +19,7 @@ from tpv_core.tasks import (
     TaskSpec,
     UnknownTaskError,
     compute_metrics,
+    describe_task,
     exact_match,
     get_task,
     k_shot,
@@ -111,8 +112,9 @@ def test_label_set_sizes():
 def test_spec_roundtrips_through_dict():
     for task in BUILTIN_TASKS:
         assert TaskSpec.from_dict(json.loads(json.dumps(task.to_dict()))) == task
-        d = task.describe()
+        d = describe_task(task)
         assert d["name"] == task.name and d["sizes"]["test"] > 0 and d["metrics"]
+        assert "sizes" not in task.describe()
 
 
 def test_similarity_targets():
@@ -448,16 +450,25 @@ def test_offline_without_bundle_raises(monkeypatch):
 
 
 def test_split_info_and_data_dir_override(tmp_path, monkeypatch):
-    info = split_info("scitail")
+    info = split_info(get_task("scitail"))
     assert info["rows"]["test"] == 1006 and "official test split" in " ".join(info["caveats"])
-    assert split_info("yahoo")["small_test"] and split_info("yahoo")["test_se_points"] == 5.0
-    assert "train split" in " ".join(split_info("yelp")["caveats"])
+    yahoo = split_info(get_task("yahoo"))
+    assert yahoo["small_test"] and yahoo["test_se_points"] == 5.0
+    assert "train split" in " ".join(split_info(get_task("yelp"))["caveats"])
     copy = tmp_path / "data" / "tasks" / "cb"
     shutil.copytree(data_mod.data_root() / "cb", copy)
     (copy / "test.jsonl").write_text('{"premise": "p", "hypothesis": "h", "label": 2}\n', encoding="utf-8")
     monkeypatch.setenv("TPV_DATA_DIR", str(tmp_path / "data"))
-    assert load_split("cb", "test") == [{"premise": "p", "hypothesis": "h", "label": 2}]
+    assert load_split(get_task("cb"), "test") == [{"premise": "p", "hypothesis": "h", "label": 2}]
     with pytest.raises(DataUnavailableError, match="TPV_DATA_DIR"):
-        load_split("mnli", "test", source="bundled")
+        load_split(get_task("mnli"), "test", source="bundled")
     with pytest.raises(ValueError):
-        load_split("cb", "dev")
+        load_split(get_task("cb"), "dev")
+
+
+def test_data_functions_take_a_spec_not_a_name():
+    """`tasks.data` sits below the registry: a name is refused with the lookup to use instead."""
+    with pytest.raises(TypeError, match=r"get_task\('sst2'\)"):
+        load_split("sst2", "train")
+    with pytest.raises(TypeError, match="TaskSpec"):
+        split_sizes("sst2")

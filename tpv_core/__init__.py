@@ -2,11 +2,9 @@
 
 __version__ = "0.1.0"
 
-import os as _os
+from tpv_core.env import configure_openmp as _configure_openmp
 
-# Before torch loads: OpenMP threads that spin while waiting make torch ~10x slower as soon as another
-# process wants the same cores (measured on the 2-core machine); passive waiting costs nothing alone.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_configure_openmp()  # before torch loads (tpv_core.env says why)
 
 from tpv_core.prompts import Origin, SoftPrompt, TaskPromptVector, make_origin  # noqa: E402
 

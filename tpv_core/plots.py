@@ -336,7 +336,7 @@ def write_figures(figs: Mapping[str, go.Figure], out_dir: str | Path, formats: S
                   ) -> tuple[list[Path], list[str]]:
     """Write ``<stem>.<fmt>`` for each figure and format into ``out_dir`` (PNG/SVG in one browser session).
     Returns (files written, messages for what could not be made, e.g. PNG without Chromium)."""
-    from tpv_core.store import atomic_write_bytes
+    from tpv_core.atomic import atomic_write_bytes
 
     out_dir = Path(out_dir)
     files: list[Path] = []

@@ -3,7 +3,7 @@
 Layout: ``<root>/<backbone>/<task>/<origin-id>.safetensors``, one file per tuned prompt, holding the
 tensors ``prompt`` and ``origin`` and, in the safetensors header, one JSON metadata string (key ``tpv``)
 with the schema version, backbone id and revision, L, d, origin spec, task, training config, metrics,
-steps, wall time and library version. Files are written atomically (temp file, fsync, rename) and read
+steps, wall time and library version. Files are written atomically (`tpv_core.atomic`) and read
 with safetensors only (never unpickled). ``index()`` reads headers only.
 
 PEFT interop (adapter folders and zips) lives in :mod:`tpv_core.peft_io`.
@@ -11,12 +11,9 @@ PEFT interop (adapter folders and zips) lives in :mod:`tpv_core.peft_io`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +23,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from tpv_core import __version__
+from tpv_core.atomic import atomic_write_bytes, atomic_write_text
 from tpv_core.prompts import Origin, SoftPrompt
 
 SCHEMA_VERSION = 1
@@ -36,38 +34,6 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 class StoreError(ValueError):
     """A prompt file that cannot be read or written (the message names the file and the fix)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# atomic writes
-# --------------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; stored prompts and reports are for sharing
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,52 +12,14 @@ from __future__ import annotations
 import abc
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
 from tpv_core.device import autocast
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tpv_core.tasks.spec import TaskSpec
+from tpv_core.tasks.spec import LabelSet, TaskSpec
 
 FAMILIES = ("decoder", "seq2seq", "encoder")
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """A task's classes as the backbone sees them.
-
-    ``words``: verbalisers scored by the generative families (decoder / seq2seq), e.g. ("positive", "negative").
-    ``descriptions``: label description texts embedded by the encoder family, e.g. ("This review is positive.", ...).
-    ``targets``: for two-field tasks, the cosine between the two fields that each class stands for (e.g.
-    entailment 1.0, neutral 0.5, contradiction 0.0); when given, the encoder family reads the class from
-    that cosine instead of from the descriptions (`TaskSpec.similarity_targets`). Empty otherwise.
-    """
-
-    words: tuple[str, ...]
-    descriptions: tuple[str, ...]
-    targets: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "words", tuple(self.words))
-        object.__setattr__(self, "descriptions", tuple(self.descriptions))
-        object.__setattr__(self, "targets", tuple(float(t) for t in self.targets))
-        if not self.words:
-            raise ValueError("LabelSet needs at least one label")
-        if len(self.words) != len(self.descriptions):
-            raise ValueError(
-                f"LabelSet has {len(self.words)} words but {len(self.descriptions)} descriptions; "
-                "give one verbaliser and one description per class"
-            )
-        bad = [w for w in (*self.words, *self.descriptions) if not isinstance(w, str) or not w.strip()]
-        if bad:
-            raise ValueError(f"LabelSet words and descriptions must be non-empty strings, got {bad!r}")
-        if self.targets and len(self.targets) != len(self.words):
-            raise ValueError(f"LabelSet has {len(self.words)} labels but {len(self.targets)} similarity targets")
-
-    def __len__(self) -> int:
-        return len(self.words)
 
 
 @dataclass
@@ -209,11 +171,11 @@ class Backbone(abc.ABC):
         return targets
 
     # ---- task inputs ---------------------------------------------------------------------
-    def format(self, task: "TaskSpec", example: dict) -> str:
+    def format(self, task: TaskSpec, example: dict) -> str:
         """The input text of a task row for this backbone (`TaskSpec.format` for the family)."""
         return task.format(example, self.family)
 
-    def readout(self, task: "TaskSpec") -> str:
+    def readout(self, task: TaskSpec) -> str:
         """How this backbone reads a class of ``task``: "verbalisers" (generative families), "descriptions"
         or "similarity" (encoder). Stored with every tuned prompt: a prompt only means something under the
         readout it was tuned for."""

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 
 from tpv_core.cli.common import add_store_arg, print_table
-from tpv_core.tasks import list_tasks, make_custom_task, register_custom_task
+from tpv_core.tasks import describe_task, list_tasks, make_custom_task, register_custom_task
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [t.describe() for t in list_tasks(args.store)]
+    rows = [describe_task(t) for t in list_tasks(args.store)]
     if args.json:
         print(json.dumps({"tasks": rows}, default=str))
         return 0

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from tpv_core.prompts import SoftPrompt
-from tpv_core.store import PromptStore, atomic_write_text
+from tpv_core.atomic import atomic_write_bytes, atomic_write_text
+from tpv_core.store import PromptStore
 from tpv_core.training import check_readout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,8 +125,6 @@ def write_outputs(out_dir: Path, name: str, summary: pd.DataFrame, figures: dict
             png = plots.export_figure(fig, "png")
         except plots.ExportUnavailableError:
             continue
-        from tpv_core.store import atomic_write_bytes
-
         files.append(atomic_write_bytes(out_dir / f"{fig_name}.png", png))
     return files
 

@@ -10,30 +10,23 @@ integers (0..K-1 stays as is); otherwise the sorted distinct strings. Verbaliser
 label names lower-cased (spaces -> ``_``), encoder descriptions to ``"This text is about <label>."``.
 Rows without a label are dropped (counted in the spec's caveats).
 
-`register_custom_task` persists the spec and a normalised copy of the data (text fields + integer
-``label``) under ``<root>/_tasks/<name>/`` (``spec.json``, ``train/validation/test.jsonl``; atomic
-writes, spec last), so `get_task(name, root)` and `load_split` find it after a restart.
+This module reads and checks the user's files; persisting a task in a store
+(`tpv_core.tasks.registry.register_custom_task`) and refusing built-in names
+(`tpv_core.tasks.registry.make_custom_task`) live in the registry, above it.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import json
-import os
 import random
 import re
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tpv_core.tasks.spec import SPLITS, TASK_FAMILIES, TaskSpec, Templates, parse_jsonl
 
-CUSTOM_DIR = "_tasks"
 CUSTOM_SPLIT_SEED = 42
-SPEC_SCHEMA = 1
 _EXTS = (".csv", ".tsv", ".jsonl")
 _SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "dev", "valid", "val"), "test": ("test",)}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
@@ -42,6 +35,11 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 
 class TaskFileError(ValueError):
     """A custom task's file or definition is unusable; the message says what to fix."""
+
+
+def valid_task_name(name: str) -> bool:
+    """1-64 characters: a lower-case letter first, then letters, digits, '_' or '-'."""
+    return bool(_NAME_RE.match(name))
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -208,7 +206,7 @@ def _default_word(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- API
-def make_custom_task(
+def read_custom_task(
     name: str,
     path: str | Path,
     text_fields: str | Sequence[str],
@@ -224,16 +222,13 @@ def make_custom_task(
 
     ``similarity_targets`` (two text fields only): one target cosine per label, e.g. 1.0 for "same" and
     0.0 for "different"; the encoder family then reads the class from the cosine of the two fields
-    encoded apart (`TaskSpec.similarity_targets`)."""
-    from tpv_core.tasks.registry import is_builtin
-
+    encoded apart (`TaskSpec.similarity_targets`). Use `tpv_core.tasks.make_custom_task`, which also refuses
+    the name of a built-in task."""
     name = str(name).strip().lower()
     if not _NAME_RE.match(name):
         raise TaskFileError(
             f"task name {name!r}: use 1-64 characters, a letter first, then letters, digits, '_' or '-'"
         )
-    if is_builtin(name):
-        raise TaskFileError(f"task name {name!r} clashes with a built-in task; choose another name")
     if family not in TASK_FAMILIES:
         raise TaskFileError(f"family {family!r} not in {TASK_FAMILIES}")
     fields = (text_fields,) if isinstance(text_fields, str) else tuple(text_fields)
@@ -307,99 +302,3 @@ def split_custom_source(spec: TaskSpec) -> dict[str, list[dict[str, Any]]]:
             rows.append(row)
         out[split] = rows
     return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _tasks_dir(root: str | Path) -> Path:
-    return Path(root).expanduser() / CUSTOM_DIR
-
-
-def register_custom_task(spec: TaskSpec, root: str | Path) -> TaskSpec:
-    """Persist ``spec`` and a normalised copy of its data under ``<root>/_tasks/<name>/``.
-
-    Re-registering a name replaces it. Returns the stored spec (reading from the copy).
-    """
-    from tpv_core.tasks.data import load_split
-    from tpv_core.tasks.registry import is_builtin
-
-    if is_builtin(spec.name):
-        raise TaskFileError(f"task name {spec.name!r} clashes with a built-in task; choose another name")
-    if not _NAME_RE.match(spec.name):
-        raise TaskFileError(f"task name {spec.name!r} is not a valid custom task name")
-    folder = _tasks_dir(root) / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        rows = load_split(spec, split)
-        keep = list(spec.text_fields) + ["label"]
-        text = "".join(json.dumps({k: r.get(k) for k in keep}, ensure_ascii=False) + "\n" for r in rows)
-        _atomic_write(folder / f"{split}.jsonl", text)
-    stored = dataclasses.replace(spec, custom=True, paper=False, bundled=None, data_dir=None, label_field="label")
-    payload = {"schema": SPEC_SCHEMA, "spec": stored.to_dict()}
-    _atomic_write(folder / "spec.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    return dataclasses.replace(stored, data_dir=str(folder))
-
-
-def _load_spec(folder: Path) -> TaskSpec:
-    p = folder / "spec.json"
-    try:
-        payload = json.loads(p.read_text(encoding="utf-8"))
-        spec = TaskSpec.from_dict(payload["spec"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise TaskFileError(f"custom task spec {p} is unreadable or corrupt ({e}); re-register the task") from None
-    return dataclasses.replace(spec, data_dir=str(folder), custom=True)
-
-
-def find_custom_task(name: str, root: str | Path) -> TaskSpec | None:
-    """The custom task called ``name`` under ``root`` (same name matching as built-ins), or None."""
-    from tpv_core.tasks.registry import task_key
-
-    base = _tasks_dir(root)
-    if not base.is_dir():
-        return None
-    want = task_key(name)
-    for folder in sorted(base.iterdir()):
-        if folder.is_dir() and task_key(folder.name) == want and (folder / "spec.json").is_file():
-            return _load_spec(folder)
-    return None
-
-
-def list_custom_tasks(root: str | Path) -> list[TaskSpec]:
-    """All custom tasks registered under ``root`` (corrupt entries are skipped with a warning)."""
-    base = _tasks_dir(root)
-    if not base.is_dir():
-        return []
-    out = []
-    for folder in sorted(base.iterdir()):
-        if folder.is_dir() and (folder / "spec.json").is_file():
-            try:
-                out.append(_load_spec(folder))
-            except TaskFileError as e:
-                warnings.warn(str(e), stacklevel=2)
-    return out
-
-
-def remove_custom_task(name: str, root: str | Path) -> bool:
-    """Delete a registered custom task; returns whether one was removed."""
-    spec = find_custom_task(name, root)
-    if spec is None or not spec.data_dir:
-        return False
-    folder = Path(spec.data_dir)
-    for p in folder.iterdir():
-        p.unlink()
-    folder.rmdir()
-    return True

@@ -2,9 +2,9 @@
 
 Sources (``load_split(..., source=...)``):
 
-* ``"bundled"``: ``<data>/<folder>/<split>.jsonl`` where ``<data>`` is ``<repo>/data/tasks``
-  (the repo holds ``tpv_core/`` and ``data/`` side by side). ``TPV_DATA_DIR`` overrides it: it may
-  point at the folder of task folders or at a folder containing ``tasks/``.
+* ``"bundled"``: ``<data>/<folder>/<split>.jsonl`` where ``<data>`` is `tpv_core.paths.tasks_data_dir`
+  (``data/tasks`` of a checkout, the package's copy in a non-editable install; ``TPV_DATA_DIR``
+  overrides it: it may point at the folder of task folders or at a folder containing ``tasks/``).
 * ``"hub"``: ``datasets.load_dataset(hub_id, hub_config)`` split like the paper (the ATTEMPT/MPT
   convention): rows with label -1 (or missing) are dropped; the evaluation source is the hub's
   ``validation`` split (``test`` when there is none; MNLI: ``validation_matched``). If the train
@@ -15,18 +15,21 @@ Sources (``load_split(..., source=...)``):
   files), else hub. Predictable: it never goes online for a task that ships data.
 
 Every returned row is a dict of the original fields plus ``"label"`` (an int; STS-B keeps its float
-score). Offline with no local data raises `DataUnavailableError` naming the hub id.
+score). Offline with no local data raises `DataUnavailableError` naming the hub id. Every function takes
+a `TaskSpec` (look one up by name with `tpv_core.tasks.get_task`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tpv_core.env import offline_requested
+from tpv_core.paths import tasks_data_dir
+from tpv_core.tasks.custom import split_custom_source
 from tpv_core.tasks.spec import SPLITS, TaskSpec, parse_jsonl
 
 HUB_SMALL_TRAIN = 10_000
@@ -39,24 +42,19 @@ class DataUnavailableError(RuntimeError):
     """The requested split cannot be loaded here (offline, no bundled copy, missing files)."""
 
 
-def _as_task(task: TaskSpec | str) -> TaskSpec:
-    if isinstance(task, TaskSpec):
-        return task
-    from tpv_core.tasks.registry import get_task
-
-    return get_task(task)
+def _as_task(task: TaskSpec) -> TaskSpec:
+    if not isinstance(task, TaskSpec):
+        raise TypeError(f"expected a TaskSpec, got {type(task).__name__} {task!r}; look the task up first: "
+                        f"tpv_core.tasks.get_task({task!r})")
+    return task
 
 
 def data_root() -> Path:
-    """Folder holding the bundled task folders (``TPV_DATA_DIR`` overrides)."""
-    env = os.environ.get("TPV_DATA_DIR")
-    if env:
-        p = Path(env).expanduser()
-        return p / "tasks" if (p / "tasks").is_dir() else p
-    return Path(__file__).resolve().parents[2] / "data" / "tasks"
+    """Folder holding the bundled task folders (`tpv_core.paths.tasks_data_dir`; ``TPV_DATA_DIR`` overrides)."""
+    return tasks_data_dir()
 
 
-def bundled_path(task: TaskSpec | str, split: str) -> Path | None:
+def bundled_path(task: TaskSpec, split: str) -> Path | None:
     task = _as_task(task)
     if task.data_dir:
         return Path(task.data_dir) / f"{split}.jsonl"
@@ -99,15 +97,13 @@ def has_local_data(task: TaskSpec) -> bool:
     return bool(task.data_dir or task.bundled or task.source_path)
 
 
-def load_split(task: TaskSpec | str, split: str, source: str = "auto", limit: int | None = None) -> list[dict[str, Any]]:
+def load_split(task: TaskSpec, split: str, source: str = "auto", limit: int | None = None) -> list[dict[str, Any]]:
     """Rows of one split: original fields plus ``"label"`` (int; float for regression)."""
     task = _as_task(task)
     _check(split, source, limit)
     if source == "hub" or (source == "auto" and not has_local_data(task)):
         return load_hub_split(task, split, limit=limit)
     if task.source_path and not task.data_dir:
-        from tpv_core.tasks.custom import split_custom_source
-
         rows = split_custom_source(task)[split]
         return rows[:limit] if limit is not None else rows
     path = bundled_path(task, split)
@@ -132,11 +128,6 @@ def shuffled_rows(rows: Sequence[dict[str, Any]], limit: int | None = None,
     return out if limit is None else out[:limit]
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def _hub_name(task: TaskSpec) -> str:
     return task.hub_id + (f" ({task.hub_config})" if task.hub_config else "") if task.hub_id else "none"
 
@@ -156,7 +147,7 @@ def load_hub_dataset(task: TaskSpec) -> Any:
         return datasets.load_dataset(*args)
     except Exception as e:  # network, auth, missing cache: all mean "not available here"
         hint = ("you are offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and it is not cached: "
-                "go online (unset them)" if _offline() else "check the network connection and the hub id")
+                "go online (unset them)" if offline_requested() else "check the network connection and the hub id")
         raise DataUnavailableError(
             f"task {task.name!r}: cannot load {_hub_name(task)} from the Hugging Face hub; {hint}"
             + (", or use the bundled subset (source='bundled')" if task.bundled else "")
@@ -234,7 +225,7 @@ def hub_split_plan(task: TaskSpec, dd: Any, seed: int = HUB_SEED) -> dict[str, t
             "test": (eval_name, eval_idx)}
 
 
-def load_hub_split(task: TaskSpec | str, split: str, limit: int | None = None) -> list[dict[str, Any]]:
+def load_hub_split(task: TaskSpec, split: str, limit: int | None = None) -> list[dict[str, Any]]:
     task = _as_task(task)
     _check(split, "hub", limit)
     dd = load_hub_dataset(task)
@@ -254,13 +245,11 @@ def load_hub_split(task: TaskSpec | str, split: str, limit: int | None = None) -
 
 
 # ---------------------------------------------------------------------------------------- info
-def split_sizes(task: TaskSpec | str) -> dict[str, int | None]:
+def split_sizes(task: TaskSpec) -> dict[str, int | None]:
     """Row counts of the local splits (None where no local file exists)."""
     task = _as_task(task)
     if task.source_path and not task.data_dir:
         try:
-            from tpv_core.tasks.custom import split_custom_source
-
             parts = split_custom_source(task)
             return {s: len(parts[s]) for s in SPLITS}
         except Exception:
@@ -272,7 +261,12 @@ def split_sizes(task: TaskSpec | str) -> dict[str, int | None]:
     return out
 
 
-def split_info(task: TaskSpec | str) -> dict[str, Any]:
+def describe_task(task: TaskSpec) -> dict[str, Any]:
+    """`TaskSpec.describe` with the row counts of the local splits (``"sizes"``), for task tables."""
+    return _as_task(task).describe(sizes=split_sizes(task))
+
+
+def split_info(task: TaskSpec) -> dict[str, Any]:
     """Row counts, source and provenance caveats of a task's splits, for reports."""
     task = _as_task(task)
     sizes = split_sizes(task)
@@ -306,7 +300,7 @@ def _stratum(task: TaskSpec, row: Mapping[str, Any]) -> int:
     return task.label_of(row)
 
 
-def k_shot(rows: Sequence[Mapping[str, Any]], k: int, seed: int, task: TaskSpec | str) -> list[dict[str, Any]]:
+def k_shot(rows: Sequence[Mapping[str, Any]], k: int, seed: int, task: TaskSpec) -> list[dict[str, Any]]:
     """``k`` rows in total, stratified by label, spread as evenly as possible over the classes.
 
     Every class gets ``k // C`` rows; the ``k % C`` extra rows go to classes drawn with

@@ -29,10 +29,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tpv_core.backbones.base import LabelSet
+from typing import Any, Iterable, Mapping
 
 TASK_FAMILIES = ("nli", "classification", "sentiment", "paraphrase", "acceptability", "similarity")
 BACKBONE_FAMILIES = ("seq2seq", "decoder", "encoder")
@@ -54,6 +51,47 @@ def grid_index(score: float) -> int:
 def grid_value(index: int) -> float:
     """Score of a grid class index."""
     return GRID[index]
+
+
+def task_key(name: str) -> str:
+    """Lookup key of a task name: lower-case, without spaces, '-', '_' and '/' ("SST-2" == "sst2")."""
+    return re.sub(r"[\s_\-/]", "", str(name).lower())
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A task's classes as a backbone sees them.
+
+    ``words``: verbalisers scored by the generative families (decoder / seq2seq), e.g. ("positive", "negative").
+    ``descriptions``: label description texts embedded by the encoder family, e.g. ("This review is positive.", ...).
+    ``targets``: for two-field tasks, the cosine between the two fields that each class stands for (e.g.
+    entailment 1.0, neutral 0.5, contradiction 0.0); when given, the encoder family reads the class from
+    that cosine instead of from the descriptions (`TaskSpec.similarity_targets`). Empty otherwise.
+    """
+
+    words: tuple[str, ...]
+    descriptions: tuple[str, ...]
+    targets: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "words", tuple(self.words))
+        object.__setattr__(self, "descriptions", tuple(self.descriptions))
+        object.__setattr__(self, "targets", tuple(float(t) for t in self.targets))
+        if not self.words:
+            raise ValueError("LabelSet needs at least one label")
+        if len(self.words) != len(self.descriptions):
+            raise ValueError(
+                f"LabelSet has {len(self.words)} words but {len(self.descriptions)} descriptions; "
+                "give one verbaliser and one description per class"
+            )
+        bad = [w for w in (*self.words, *self.descriptions) if not isinstance(w, str) or not w.strip()]
+        if bad:
+            raise ValueError(f"LabelSet words and descriptions must be non-empty strings, got {bad!r}")
+        if self.targets and len(self.targets) != len(self.words):
+            raise ValueError(f"LabelSet has {len(self.words)} labels but {len(self.targets)} similarity targets")
+
+    def __len__(self) -> int:
+        return len(self.words)
 
 
 @dataclass(frozen=True)
@@ -160,9 +198,7 @@ class TaskSpec:
     def num_labels(self) -> int:
         return len(self.label_names)
 
-    def label_set(self) -> "LabelSet":
-        from tpv_core.backbones.base import LabelSet
-
+    def label_set(self) -> LabelSet:
         return LabelSet(words=tuple(self.words), descriptions=tuple(self.descriptions),
                         targets=tuple(self.similarity_targets))
 
@@ -232,8 +268,9 @@ class TaskSpec:
             parts.append("hub: " + self.hub_id + (f" ({self.hub_config})" if self.hub_config else ""))
         return "; ".join(parts) or "none"
 
-    def describe(self, with_sizes: bool = True) -> dict[str, Any]:
-        """A flat dict for tables (sizes read from the data files when available)."""
+    def describe(self, sizes: Mapping[str, int | None] | None = None) -> dict[str, Any]:
+        """A flat dict for tables; ``sizes`` (rows per split, `tpv_core.tasks.describe_task` reads them from
+        the data files) is included when given."""
         d: dict[str, Any] = {
             "name": self.name,
             "title": self.title,
@@ -248,10 +285,8 @@ class TaskSpec:
             "source": self.source(),
             "caveats": list(self.caveats),
         }
-        if with_sizes:
-            from tpv_core.tasks.data import split_sizes
-
-            d["sizes"] = split_sizes(self)
+        if sizes is not None:
+            d["sizes"] = dict(sizes)
         return d
 
     # ---- persistence ---------------------------------------------------------------------
