@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 
-# libgomp's default makes idle OpenMP threads spin; on a shared 2-core machine that starves the
-# thread that has work and slows small-op workloads by 3-10x (measured by the `threads` section).
-# Every contender in this process runs under the same policy; OMP_WAIT_POLICY=ACTIVE to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Before torch loads: tpv_core sets OMP_WAIT_POLICY=PASSIVE (tpv_core/env.py; the `threads` section measures
+# why). Every contender in this process runs under the same policy; OMP_WAIT_POLICY=ACTIVE to override.
+import tpv_core  # noqa: E402,F401
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402

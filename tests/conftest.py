@@ -5,9 +5,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tpv_core/__init__.py
 
+import tpv_core  # noqa: E402,F401  (first, before torch: it sets OMP_WAIT_POLICY, see tpv_core/env.py)
 import pytest  # noqa: E402
+
+import backbone_fixtures  # noqa: E402,F401  (registers the test-only random models test-tiny-t5 / test-tiny-llama)
 
 
 @pytest.fixture(scope="session")

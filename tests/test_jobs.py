@@ -1,11 +1,5 @@
 """The app's training job queue: one job at a time, progress snapshots, cancel, atomic results."""
 
-import os
-
-# before torch loads (nothing in conftest imports it at module level): OpenMP threads that spin while
-# waiting make torch ~10x slower whenever another process uses one of the 2 cores
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import dataclasses  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402

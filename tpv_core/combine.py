@@ -12,7 +12,6 @@ import itertools
 import math
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -20,7 +19,7 @@ from tpv_core.merges import MERGE_METHODS, MergedVector, dare_merge, get_method,
 from tpv_core.prompts import Origin, TaskPromptVector
 
 __all__ = ["MERGE_METHODS", "MergedVector", "combine_prompt", "dare_merge", "default_lambda_grid", "get_method",
-           "grid_values", "lambda_search", "merge", "ties_merge", "weighted_sum", "weights_search"]
+           "lambda_search", "merge", "ties_merge", "weighted_sum", "weights_search"]
 
 
 def merge(method: str, vectors: Sequence[TaskPromptVector], weights: Sequence[float] | None = None,
@@ -148,11 +147,3 @@ def weights_search(
         raise ValueError("every weight vector scored NaN; check the score function")
     cols = ["call", *[f"w{i}" for i in range(n_vectors)], "score", "best_so_far"]
     return [float(w) for w in best["weights"]], pd.DataFrame(rows, columns=cols)
-
-
-def grid_values(start: float, stop: float, step: float) -> list[float]:
-    """Inclusive grid ``start, start+step, ..., stop`` without float drift (for CLI/UI options)."""
-    if step <= 0:
-        raise ValueError("grid step must be > 0")
-    n = int(math.floor((stop - start) / step + 1e-9)) + 1
-    return [float(np.round(start + i * step, 10)) for i in range(max(n, 0))]

@@ -83,10 +83,6 @@ class Origin:
         except KeyError as exc:
             raise ValueError(f"origin spec is missing the field {exc.args[0]!r}: {dict(spec)}") from None
 
-    def with_tensor(self, tensor: torch.Tensor) -> "Origin":
-        _check_matrix(tensor, f"origin {self.id}", self.length, self.dim)
-        return Origin(self.backbone, self.kind, self.seed, self.length, self.dim, self.vocab_limit, tensor)
-
     def require_tensor(self) -> torch.Tensor:
         if self.tensor is None:
             raise ValueError(f"origin {self.id} of {self.backbone} carries no tensor; rebuild it with make_origin")

@@ -42,10 +42,6 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class TrainingCancelled(RuntimeError):
-    pass
-
-
 @dataclass
 class TrainConfig:
     """How a prompt is tuned. ``None`` fields take the backbone family's default."""

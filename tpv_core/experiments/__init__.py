@@ -1,4 +1,4 @@
-"""The paper's three experiments, each a function writing tidy CSV tables and figures.
+"""Four experiments (the paper's three and a negation check), each a function writing tidy CSV tables and figures.
 
 * :mod:`cross_origin` (Table 1): P0(o1) + tau(o2) for every origin pair; original vs mixed.
 * :mod:`addition` (Fig. 2): P0 + lambda * (tau_a + tau_b) for task pairs (or larger sets) of one origin, lambda on
