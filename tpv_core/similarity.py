@@ -9,6 +9,9 @@ them silently. Here every function takes ``definition`` and every table carries 
 
 Prompts of different backbones (widths) are never compared directly; :func:`geometry_correlation`
 compares two backbones through the correlation of their task x task similarity matrices (a Mantel test).
+
+Longer than 350 lines because every table here (pairs, by task, per item, the cross-backbone correlation)
+carries both cosine definitions and the same column schema; they are one concern and read best together.
 """
 
 from __future__ import annotations

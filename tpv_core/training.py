@@ -26,7 +26,8 @@ import torch.distributed as dist
 
 from tpv_core import __version__
 from tpv_core.evaluation import PreparedSplit, evaluate, prepare_split
-from tpv_core.prompts import Origin, PromptMismatchError, SoftPrompt
+from tpv_core.prompts import Origin, SoftPrompt
+from tpv_core.readout import check_readout, tuned_readout  # noqa: F401  (tuned_readout: re-exported)
 from tpv_core.tasks import k_shot as sample_k_shot
 from tpv_core.tasks import load_split
 
@@ -191,31 +192,6 @@ def task_key(tasks: "TaskSpec | Sequence[TaskSpec]") -> str:
     """Store name of a (multi-)task prompt: ``mnli`` or ``mnli+qnli``."""
     tasks = [tasks] if not isinstance(tasks, (list, tuple)) else list(tasks)
     return "+".join(t.name for t in tasks)
-
-
-def tuned_readout(prompt: SoftPrompt, task: str) -> str | None:
-    """The readout ``prompt`` was tuned under for ``task`` (see `Backbone.readout`); None when unknown (an
-    imported PEFT adapter). Prompts this library stored before readouts were recorded were all tuned under
-    their family's default (descriptions on encoders)."""
-    recorded = (prompt.metadata.get("readout") or {}).get(task)
-    if recorded:
-        return str(recorded)
-    family = prompt.metadata.get("backbone_family")
-    if family is None:
-        return None
-    return "descriptions" if family == "encoder" else "verbalisers"
-
-
-def check_readout(prompt: SoftPrompt, backbone: "Backbone", task: "TaskSpec") -> SoftPrompt:
-    """``prompt``, unless it is known to have been tuned under another readout than the one ``backbone``
-    uses for ``task``: then a `PromptMismatchError` naming the fix (such a prompt scores near chance)."""
-    have, want = tuned_readout(prompt, task.name), backbone.readout(task)
-    if have is not None and have != want:
-        raise PromptMismatchError(
-            f"the {prompt.task} prompt from origin {prompt.origin.id} was tuned for the {have!r} readout, but "
-            f"{backbone.name} reads {task.name} by {want!r}; retrain it: tpv train --backbone {backbone.name} "
-            f"--task {task.name} --origin {prompt.origin.seed}")
-    return prompt
 
 
 def tune_prompt(

@@ -14,7 +14,7 @@ import pandas as pd
 from tpv_core.prompts import SoftPrompt
 from tpv_core.atomic import atomic_write_bytes, atomic_write_text
 from tpv_core.store import PromptStore
-from tpv_core.training import check_readout
+from tpv_core.readout import check_readout
 
 if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import Backbone
