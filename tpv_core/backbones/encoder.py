@@ -9,9 +9,8 @@ positions (prompt rows included). Two readouts:
   fields are encoded apart, each as [CLS] | prompt | field | [SEP] with the same prompt, and the class is
   read from their cosine s: score_c = -(s - t_c)^2 / temperature, where t_c is the class's target cosine
   (entailment 1.0, neutral 0.5, contradiction 0.0; STS-B score / 5). This is how sentence encoders are
-  trained to be used, and a linear probe shows the joint input cannot do it: on MiniLM the cosine of the
-  fields alone separates QNLI at 72 % against 53.5 % for the joint input (docs/REPRODUCTION.md, section
-  7). The input row carries both fields as [CLS] a [SEP] b [SEP]; the readout splits it at the inner [SEP].
+  trained to be used, and linear probes show the joint input cannot do it on MiniLM (docs/REPRODUCTION.md,
+  section 7). The input row carries both fields as [CLS] a [SEP] b [SEP]; the readout splits it at the inner [SEP].
 """
 
 from __future__ import annotations

@@ -34,13 +34,9 @@ _NLI3_DESC = (
     "The two sentences contradict each other.",
 )
 # Similarity targets (`TaskSpec.similarity_targets`): the cosine between the two fields that each class
-# stands for under the encoder's similarity readout. Ordered as the untuned MiniLM cosines are (mean over
-# 400 training rows: MNLI entailment 0.71 > neutral 0.56 ~ contradiction 0.55; SNLI 0.66 > 0.55 > 0.31;
-# QNLI 0.61 > 0.45; SciTail 0.80 > 0.54; RTE 0.65 > 0.58; QQP duplicate 0.88 > 0.61; MRPC 0.82 > 0.71;
-# STS-B cosine vs gold score Pearson 0.86); the prompt learns where the classes fall. CB has none: its
-# cosines are not ordered by label (neutral 0.58 > entailment 0.54 > contradiction 0.50), a probe on the
-# cosine stays below the majority rate (48.2 vs 50.0 on 56 rows), and a similarity-readout prompt scored
-# 40.5 on test against 65.5 for the description readout (docs/REPRODUCTION.md), so it keeps the latter.
+# stands for under the encoder's similarity readout, ordered as the untuned MiniLM cosines are; the prompt
+# learns where the classes fall. CB has none (its cosines are not ordered by label): it keeps the description
+# readout. The measurements behind both: docs/REPRODUCTION.md, section 7.
 _NLI3_TARGETS = (1.0, 0.5, 0.0)  # entailment, neutral, contradiction
 _BIN_TARGETS = (1.0, 0.0)  # entailment, not entailment
 _NLI_INSTR = "Does the premise entail the hypothesis? Answer {choices}."
