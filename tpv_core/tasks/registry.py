@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from tpv_core.atomic import atomic_write_text
 from tpv_core.tasks.builtin import ALIASES, BUILTIN_TASKS, PAPER_TASKS
@@ -96,24 +97,13 @@ def _check_new_name(name: str) -> None:
         raise TaskFileError(f"task name {name!r} clashes with a built-in task; choose another name")
 
 
-def make_custom_task(
-    name: str,
-    path: str | Path,
-    text_fields: str | Sequence[str],
-    label_field: str,
-    label_descriptions: Sequence[str] | Mapping[str, str] | None = None,
-    label_words: Sequence[str] | Mapping[str, str] | None = None,
-    family: str = "classification",
-    title: str | None = None,
-    instruction: str | None = None,
-    similarity_targets: Sequence[float] | Mapping[str, float] | None = None,
-) -> TaskSpec:
+@functools.wraps(read_custom_task, assigned=("__annotations__",))
+def make_custom_task(name: str, path: str | Path, *args: Any, **kwargs: Any) -> TaskSpec:
     """A `TaskSpec` for a user's CSV/TSV/JSONL file or folder of split files (not yet registered); a name
-    that clashes with a built-in task is refused. Arguments: `tpv_core.tasks.custom.read_custom_task`."""
+    that clashes with a built-in task is refused. The arguments are those of
+    `tpv_core.tasks.custom.read_custom_task` (text fields, label field, label words and descriptions, ...)."""
     _check_new_name(str(name).strip().lower())
-    return read_custom_task(name, path, text_fields, label_field, label_descriptions=label_descriptions,
-                            label_words=label_words, family=family, title=title, instruction=instruction,
-                            similarity_targets=similarity_targets)
+    return read_custom_task(name, path, *args, **kwargs)
 
 
 def _tasks_dir(root: str | Path) -> Path:
