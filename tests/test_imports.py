@@ -13,12 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "tpv_core"
 MAX_LINES = 350
 SIZE_MARKER = "Longer than 350 lines because"
-#: Over the limit until a change under way elsewhere lands; `test_pending_entries_are_current` fails as soon as
-#: an entry is no longer needed (or its module moved), so this list cannot rot.
-PENDING = {
-    "tpv_core.jobs": "moves to tpv_core/app/ and keeps only the queue (issue 18, workflow layer)",
-    "tpv_core.store": "PEFT import/export moves to its own module (issue 18, workflow layer)",
-}
 
 
 def module_name(path: Path) -> str:
@@ -140,14 +134,6 @@ def test_module_size(mod):
     if n <= MAX_LINES:
         return
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-    if mod in PENDING and SIZE_MARKER not in doc:
-        pytest.xfail(f"{n} lines: {PENDING[mod]}")
     assert SIZE_MARKER in doc, (f"{path.relative_to(ROOT)} has {n} lines (> {MAX_LINES}): split it by concern, or "
                                 f"say in its docstring why not, starting with {SIZE_MARKER!r}")
 
-
-def test_pending_entries_are_current():
-    mods = modules()
-    for mod, why in PENDING.items():
-        assert mod in mods, f"{mod} no longer exists: remove it from PENDING ({why})"
-        assert _lines(mods[mod]) > MAX_LINES, f"{mod} is within {MAX_LINES} lines now: remove it from PENDING"

@@ -70,8 +70,8 @@ def test_installed_package_finds_tasks_and_zoo_from_another_directory(installed)
 
 @pytest.mark.slow
 def test_installed_eval_scores_the_shipped_zoo(installed):
+    """No --store and no $TPV_STORE: the default store is the zoo inside the installed package."""
     _, site, elsewhere, env = installed
-    zoo = site / "tpv_core" / "_data" / "zoo"
-    out = _run([sys.executable, "-m", "tpv_core", "eval", "--backbone", "minilm-l6", "--task", "sst2", "--limit", "20",
-                "--origin", "0", "--store", str(zoo)], cwd=elsewhere, env=env)
-    assert "vocab5000-s0-L20" in out and "accuracy" in out
+    out = _run([sys.executable, "-m", "tpv_core", "eval", "--backbone", "minilm-l6", "--task", "sst2", "--limit", "50"],
+               cwd=elsewhere, env=env)
+    assert all(f"vocab5000-s{s}-L20" in out for s in range(3)) and "accuracy" in out

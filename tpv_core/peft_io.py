@@ -20,8 +20,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from tpv_core.atomic import atomic_write_bytes, atomic_write_text
 from tpv_core.prompts import Origin, SoftPrompt
-from tpv_core.store import META_KEY, StoreError, atomic_write_bytes, atomic_write_text, prompt_metadata, read_header
+from tpv_core.store import META_KEY, StoreError, prompt_metadata, read_header
 
 # --------------------------------------------------------------------------------------------------
 # adapter folders

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
-import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from tpv_core import __version__
-from tpv_core.atomic import atomic_write_bytes, atomic_write_text
+from tpv_core.atomic import atomic_write_bytes
 from tpv_core.prompts import Origin, SoftPrompt
 
 SCHEMA_VERSION = 1
