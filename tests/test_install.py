@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,9 +30,13 @@ def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) ->
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("install")
+    # build from a clean copy: setuptools reuses a build/ folder in the source tree, stale modules included
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                                             "__pycache__", ".pytest_cache", "results"))
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
-          str(ROOT)], cwd=tmp, env=env)
+          str(src)], cwd=tmp, env=env)
     wheel = next((tmp / "dist").glob("tpv_workbench-*.whl"))
     _run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(tmp / "site"), str(wheel)],
          cwd=tmp, env=env)
@@ -50,6 +55,8 @@ def test_wheel_holds_the_bundled_data(installed):
     assert "tpv_core/_data/tasks/sst2/validation.jsonl" in names
     assert "tpv_core/_data/tasks/PROVENANCE.md" in names
     assert any(n.startswith("tpv_core/_data/zoo/minilm-l6/sst2/") and n.endswith(".safetensors") for n in names)
+    modules = {n for n in names if n.startswith("tpv_core/") and n.endswith(".py")}
+    assert modules == {str(p.relative_to(ROOT)) for p in (ROOT / "tpv_core").rglob("*.py")}  # nothing stale
 
 
 @pytest.mark.slow
