@@ -4,13 +4,8 @@ A multipage app (``st.navigation``); each page under ``pages/`` is a thin layer 
 figures over ``tpv_core``. The store root defaults to ``$TPV_STORE`` or ``data/zoo`` next to this file.
 """
 
-import os
 import sys
 from pathlib import Path
-
-# Before torch loads: OpenMP threads that spin while waiting make torch 10x slower as soon as another
-# process (or the training worker next to a page) wants the same 2 cores; passive waiting does not.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:  # `pages._ui` is imported by every page

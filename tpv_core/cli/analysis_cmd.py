@@ -112,7 +112,8 @@ def _print_matrix(mat: pd.DataFrame) -> None:
 def cmd_similarity(args: argparse.Namespace) -> int:
     from tpv_core import plots
     from tpv_core import similarity as sim
-    from tpv_core.store import atomic_write_bytes, safe_name
+    from tpv_core.atomic import atomic_write_bytes
+    from tpv_core.store import safe_name
     from tpv_core.workflows.analysis import geometry_table, task_similarity
 
     fmts = _formats(args.format)
@@ -201,7 +202,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     from tpv_core import plots
     from tpv_core.projection import project
     from tpv_core.similarity import collect
-    from tpv_core.store import atomic_write_bytes
+    from tpv_core.atomic import atomic_write_bytes
 
     fmts = _formats(args.format)
     prompts = _load(args)

@@ -1,4 +1,5 @@
-"""``tpv experiment``: the paper's three experiments on the prompt store."""
+"""``tpv experiment``: the paper's three experiments (cross-origin, addition, few-shot) and negation, on the
+prompt store."""
 
 from __future__ import annotations
 
