@@ -77,7 +77,7 @@ def test_atomic_write_failed_rename_keeps_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", boom)
     new = SoftPrompt(old.tensor * 2, old.origin, old.task, old.backbone, {})
     with pytest.raises(OSError):
-        store.save(new)
+        store.save(new, overwrite=True)
     monkeypatch.undo()
     assert torch.equal(load_prompt(path).tensor, old.tensor)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
@@ -93,7 +93,7 @@ def test_process_killed_mid_write_leaves_old_file(tmp_path):
         p = load_prompt({str(path)!r})
         p.tensor.mul_(3)
         os.fsync = lambda fd: (print("writing", flush=True), time.sleep(60))  # hang between write and rename
-        PromptStore({str(tmp_path)!r}).save(p)
+        PromptStore({str(tmp_path)!r}).save(p, overwrite=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"

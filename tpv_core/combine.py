@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from tpv_core.merges import MERGE_METHODS, MergedVector, dare_merge, get_method, ties_merge, weighted_sum
-from tpv_core.prompts import Origin, TaskPromptVector
+from tpv_core.prompts import Origin, TaskPromptVector, require_finite_number
 
 __all__ = ["MERGE_METHODS", "MergedVector", "combine_prompt", "dare_merge", "default_lambda_grid", "get_method",
            "lambda_search", "merge", "ties_merge", "weighted_sum", "weights_search"]
@@ -30,7 +30,9 @@ def merge(method: str, vectors: Sequence[TaskPromptVector], weights: Sequence[fl
 
 def combine_prompt(vectors: Sequence[TaskPromptVector], weights: Sequence[float] | None, origin: Origin | torch.Tensor,
                    coef: float = 1.0, method: str = "sum", **options: Any) -> torch.Tensor:
-    """The prompt tensor P0 + coef * merge(vectors, weights): with ``method="sum"``, P0 + coef * sum_i w_i tau_i."""
+    """The prompt tensor P0 + coef * merge(vectors, weights): with ``method="sum"``, P0 + coef * sum_i w_i tau_i.
+    Weights and ``coef`` must be finite numbers (a `NonFiniteValueError` otherwise)."""
+    coef = require_finite_number(coef, "the coefficient (lambda)")
     return merge(method, vectors, weights, **options).apply_to(origin, coef)
 
 
@@ -53,7 +55,7 @@ def lambda_search(score: Callable[[float], float], grid: Sequence[float] | None 
     Ties go to the **smallest** lambda: among equally good scores, the prompt nearest the origin (the
     smallest step along the combined vector) is kept. NaN scores never win; all-NaN is an error.
     """
-    grid = default_lambda_grid() if grid is None else [float(g) for g in grid]
+    grid = default_lambda_grid() if grid is None else [require_finite_number(g, "a lambda grid value") for g in grid]
     if not grid:
         raise ValueError("lambda_search needs a non-empty grid")
     rows = [{"lambda": float(lam), "score": float(score(float(lam)))} for lam in grid]
@@ -90,9 +92,12 @@ def weights_search(
         raise ValueError("weights_search needs n_vectors >= 1")
     if budget < 1:
         raise ValueError("weights_search needs a budget of at least one score call")
-    grid = [round(0.1 * i, 2) for i in range(11)] if grid is None else [float(g) for g in grid]
+    grid = ([round(0.1 * i, 2) for i in range(11)] if grid is None
+            else [require_finite_number(g, "a weight grid value") for g in grid])
     if not grid:
         raise ValueError("weights_search needs a non-empty grid")
+    if init is not None:
+        init = [require_finite_number(w, f"initial weight {i + 1}") for i, w in enumerate(init)]
     cache: dict[tuple[float, ...], float] = {}
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] = {"weights": None, "score": -math.inf}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from tpv_core.prompts import require_finite
 from tpv_core.tasks import compute_metrics, load_split, text_to_label
 from tpv_core.tasks.data import shuffled_rows
 
@@ -130,6 +131,8 @@ def iter_evaluate(
     elif prepared.backbone_name != backbone.name:
         raise ValueError(f"split was prepared for {prepared.backbone_name}, not {backbone.name}")
     labels = task.label_set()
+    if prompt is not None:
+        require_finite(prompt, f"the prompt to evaluate on {task.name}")
     p = None if prompt is None else prompt.detach().float().to(backbone.device)
     preds: list[int] = []
     invalid = 0

@@ -14,6 +14,7 @@ combination such as ``0.5*mnli + 0.5*qnli``.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
@@ -24,6 +25,31 @@ ORIGIN_KINDS = ("vocab", "normal", "uniform")
 
 class PromptMismatchError(ValueError):
     """Two prompts or vectors that cannot be combined (backbone, shape or origin disagree)."""
+
+
+class NonFiniteValueError(ValueError):
+    """A weight, coefficient, lambda or prompt value that is NaN or infinite."""
+
+
+def require_finite_number(value: Any, what: str) -> float:
+    """``value`` as a float, or a `NonFiniteValueError` naming ``what`` and the value given."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise NonFiniteValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise NonFiniteValueError(f"{what} must be a finite number, got {value!r}")
+    return x
+
+
+def require_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """``tensor``, unless it holds NaN or infinity: then a `NonFiniteValueError` naming ``what``. A prompt
+    with a non-finite value is never evaluated, saved or exported."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise NonFiniteValueError(f"{what} holds {bad} NaN or infinite value(s) (out of {tensor.numel()}); check the "
+                                  "weights and coefficients that made it")
+    return tensor
 
 
 class EmbeddingSource(Protocol):
@@ -291,6 +317,7 @@ class TaskPromptVector:
             coef = float(coef)
         if not isinstance(coef, (int, float)):
             return NotImplemented
+        coef = require_finite_number(coef, f"the coefficient of {self.label}")
         return TaskPromptVector(
             self.tensor * float(coef), self.backbone, tuple((t, w * float(coef)) for t, w in self.terms), self.origin_ids
         )
@@ -305,6 +332,9 @@ class TaskPromptVector:
             raise ValueError("sum() needs at least one task prompt vector")
         if weights is not None and len(weights) != len(vectors):
             raise ValueError(f"got {len(weights)} weights for {len(vectors)} vectors")
+        if weights is not None:
+            weights = [require_finite_number(w, f"weight {i + 1} ({v.label})") for i, (v, w) in
+                       enumerate(zip(vectors, weights))]
         scaled = vectors if weights is None else [v * w for v, w in zip(vectors, weights)]
         total = scaled[0]
         for v in scaled[1:]:
@@ -327,7 +357,8 @@ class TaskPromptVector:
             what = "origin tensor"
         if tuple(p0.shape) != self.shape:
             raise PromptMismatchError(f"vector {self.label} has shape {self.shape} but {what} is {tuple(p0.shape)}")
-        return p0.float() + float(coef) * self.tensor.float()
+        coef = require_finite_number(coef, "the coefficient (lambda)")
+        return require_finite(p0.float() + coef * self.tensor.float(), f"P0 + {coef:g} * ({self.label})")
 
     def norm(self) -> float:
         return float(self.tensor.float().norm())

@@ -33,6 +33,7 @@ from tpv_core.tasks import load_split
 
 if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import Backbone
+    from tpv_core.checkpoint import CheckpointPolicy
     from tpv_core.tasks import TaskSpec
 
 # Defaults that learn on a 2-core CPU in minutes (chosen by measurement; see the README's table).
@@ -207,6 +208,7 @@ def tune_prompt(
     cancel: Callable[[], bool] | None = None,
     resume: SoftPrompt | None = None,
     metadata: dict[str, Any] | None = None,
+    checkpoint: "CheckpointPolicy | None" = None,
 ) -> TrainResult:
     """Tune a soft prompt for ``task`` on a frozen ``backbone``, starting from ``origin``.
 
@@ -215,7 +217,9 @@ def tune_prompt(
     ``init`` starts from another tensor (e.g. P0 + a sum of task prompt vectors) while the prompt is
     still recorded against ``origin`` (so its vector is P - P0). ``resume`` continues a stored run from
     its step count (fresh optimizer state). ``cancel()`` returning True stops between steps and returns
-    the best prompt so far with ``cancelled=True``.
+    the best prompt so far with ``cancelled=True``. ``checkpoint`` (a `CheckpointPolicy`) saves the loop's
+    state every N steps and, with ``resume=True`` on the policy, continues from a saved one (exactly: same
+    batches, optimizer state and best prompt); the caller removes it once the prompt is stored.
     """
     cfg = (config or TrainConfig()).resolved(backbone.family)
     tasks = list(task) if isinstance(task, (list, tuple)) else [task]
@@ -258,6 +262,17 @@ def tune_prompt(
     history: list[dict[str, Any]] = []
     best_score, best_step, best = -math.inf, start_step, prompt.detach().clone()
     cancelled = False
+    spent_before = 0.0  # seconds of earlier runs (resumed from a checkpoint)
+    identity = {"backbone": backbone.name, "task": name, "origin": origin.id, "start_step": start_step,
+                "init": "origin" if init is None else "custom", "config": cfg.as_dict()}
+    restored = checkpoint.restore(identity) if checkpoint is not None else None
+    if restored is not None:
+        with torch.no_grad():
+            prompt.copy_(restored.prompt.to(prompt.device))
+        opt.load_state_dict(restored.optimizer)
+        start_step, history, spent_before = restored.step, restored.history, restored.elapsed_s
+        best_score, best_step, best = restored.best_score, restored.best_step, restored.best.to(prompt.device)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + start_step))
     done = start_step
 
     def draw(step: int) -> tuple[_Stream, list[int]]:
@@ -274,7 +289,7 @@ def tune_prompt(
             scores.append(float(res.metrics.get(metric, res.main)))
         return sum(scores) / len(scores)
 
-    if validation and cfg.steps and start_step == 0:
+    if validation and cfg.steps and start_step == 0 and restored is None:
         best_score = validate()
         history.append({"step": 0, "loss": None, "lr": 0.0, f"val_{metric}": best_score})
 
@@ -303,6 +318,11 @@ def tune_prompt(
                 best_score, best_step, best = val, step + 1, prompt.detach().clone()
         history.append(record)
         done = step + 1
+        if checkpoint is not None and rank == 0 and checkpoint.due(done, cfg.steps):
+            from tpv_core.checkpoint import TrainState
+
+            checkpoint.save(TrainState(done, prompt, best, best_score, best_step, history, opt.state_dict(),
+                                       spent_before + time.perf_counter() - t0), identity)
         if progress is not None and rank == 0:
             now = time.perf_counter()
             progress(Progress(step + 1, cfg.steps, record["loss"], record["lr"], now - t0, val,
@@ -323,7 +343,7 @@ def tune_prompt(
         metrics={f"val_{metric}": best_score} if best_score != -math.inf else {},
         steps=done,
         best_step=best_step,
-        wall_time_s=round(time.perf_counter() - t0, 2),
+        wall_time_s=round(spent_before + time.perf_counter() - t0, 2),
         library_version=__version__,
     )
     soft = SoftPrompt(best.float().cpu(), origin, name, backbone.name, meta)

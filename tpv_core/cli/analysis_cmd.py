@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tpv_core.cli.common import add_store_arg, print_table
+from tpv_core.cli.common import add_store_arg, positive_int, print_table
 
 FIG_FORMATS = ("html", "png", "svg")
 ALL_FORMATS = ("csv", *FIG_FORMATS)
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--same-origin", default="exclude", choices=["exclude", "include", "only"],
                    help="pairs from the same origin: exclude (default), include, or only those")
     s.add_argument("--per-origin", action="store_true", help="also print/write the item x item (task/origin) matrix")
-    s.add_argument("--permutations", type=int, default=1000, help="Mantel permutations for the geometry p-value")
+    s.add_argument("--permutations", type=positive_int, default=1000, help="Mantel permutations for the geometry p-value")
     s.add_argument("--out", default=None, help="folder for the CSV tables and heatmaps")
     s.add_argument("--format", default="csv,html", help="comma-separated: csv, html, png, svg (default csv,html)")
     s.set_defaults(func=cmd_similarity)
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", nargs="+", default=None)
     p.add_argument("--tasks", nargs="+", default=None)
     p.add_argument("--of", dest="of", default="vectors", choices=["vectors", "prompts"])
-    p.add_argument("--n-neighbors", type=int, default=15)
+    p.add_argument("--n-neighbors", type=positive_int, default=15)
     p.add_argument("--seed", type=int, default=0, help="UMAP random_state")
     p.add_argument("--out", default=None, help="folder for projection.csv / .html (/ .png)")
     p.add_argument("--format", default="csv,html,png", help="comma-separated: csv, html, png, svg (default csv,html,png;"

@@ -7,7 +7,14 @@ import argparse
 import json
 import sys
 
-from tpv_core.cli.common import add_backbone_args, add_store_arg, load_backbone_for_cli, print_table
+from tpv_core.cli.common import (
+    add_backbone_args,
+    add_store_arg,
+    finite_float,
+    load_backbone_for_cli,
+    positive_int,
+    print_table,
+)
 from tpv_core.store import PromptStore
 
 
@@ -17,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_arg(p)
     p.add_argument("--vector", nargs="+", required=True, metavar="TASK[:SEED]",
                    help="vectors to combine, e.g. mnli:0 qnli:0 (seed default: --origin)")
-    p.add_argument("--weights", nargs="*", type=float, default=None, help="one weight per vector (default 1 each)")
+    p.add_argument("--weights", nargs="*", type=finite_float, default=None, help="one weight per vector (default 1 each)")
     p.add_argument("--method", default="sum", help="sum | ties | dare")
     p.add_argument("--origin", type=int, default=0, help="seed of the origin P0 the sum is applied to")
     p.add_argument("--eval", nargs="*", default=None, metavar="TASK", help="tasks to evaluate on (default: the vectors' tasks)")
     p.add_argument("--split", default="validation", choices=["validation", "test"])
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=positive_int, default=None)
     p.add_argument("--lambda-search", action="store_true",
                    help="scale the combination by one lambda chosen on validation (grid 0..1 step 0.05)")
     p.add_argument("--save-as", default=None, help="store the combined prompt under this task name")

@@ -68,19 +68,62 @@ def load_backbone_for_cli(args):
 
 
 def parse_seeds(values) -> list[int]:
-    """Seeds from `--origin 0 1 2` or `--origin 0-2`."""
+    """Seeds from `--origin 0 1 2`, `--origin 0-2` or `--origin 0,1`; a clear error naming a bad one."""
     seeds: list[int] = []
     for v in values or []:
         for part in str(v).split(","):
             part = part.strip()
             if not part:
                 continue
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                seeds.extend(range(int(a), int(b) + 1))
-            else:
-                seeds.append(int(part))
-    return seeds
+            try:
+                if "-" in part[1:]:
+                    a, b = part.split("-", 1)
+                    lo, hi = int(a), int(b)
+                    if hi < lo:
+                        raise ValueError
+                    seeds.extend(range(lo, hi + 1))
+                else:
+                    seeds.append(int(part))
+            except ValueError:
+                raise ValueError(f"--origin {part!r} is not an origin seed: give whole numbers (0 1 2), a range (0-2) "
+                                 "or a comma list (0,1)") from None
+    return list(dict.fromkeys(seeds))
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan / inf)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (nan and inf are refused)")
+    return value
+
+
+def _int_at_least(text: str, low: int) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} is below {low}; give a whole number >= {low}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    return _int_at_least(text, 0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    return _int_at_least(text, 1)
 
 
 def progress_bar(total: int, desc: str):

@@ -8,7 +8,14 @@ import sys
 
 import numpy as np
 
-from tpv_core.cli.common import add_backbone_args, add_store_arg, load_backbone_for_cli, parse_seeds, print_table
+from tpv_core.cli.common import (
+    add_backbone_args,
+    add_store_arg,
+    load_backbone_for_cli,
+    parse_seeds,
+    positive_int,
+    print_table,
+)
 from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.prompts import make_origin
 from tpv_core.store import PromptStore
@@ -22,14 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", nargs="+", required=True)
     p.add_argument("--origin", nargs="*", default=None, help="origin seeds (default: every stored origin)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--limit", type=int, default=None, help="score only the first N rows (shuffled, seeded)")
+    p.add_argument("--limit", type=positive_int, default=None, help="score only the first N rows (shuffled, seeded)")
     add_store_arg(p)
     p.add_argument("--untuned", action="store_true", help="score the origin P0 itself (needs --origin)")
     p.add_argument("--no-prompt", action="store_true", help="score the plain model, no soft prompt")
-    p.add_argument("--length", type=int, default=None, help="origin length for --untuned")
+    p.add_argument("--length", type=positive_int, default=None, help="origin length for --untuned")
     p.add_argument("--origin-kind", default="vocab", choices=["vocab", "normal", "uniform"])
     p.add_argument("--method", default="rank", choices=["rank", "generate"])
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

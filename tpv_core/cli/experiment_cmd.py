@@ -9,8 +9,11 @@ import sys
 from tpv_core.cli.common import (
     add_backbone_args,
     add_store_arg,
+    finite_float,
     load_backbone_for_cli,
+    non_negative_int,
     parse_seeds,
+    positive_int,
     print_table,
     progress_bar,
 )
@@ -27,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_store_arg(q)
         q.add_argument("--origin", nargs="*", default=None, help="origin seeds (default: every stored one)")
         q.add_argument("--split", default="test", choices=["validation", "test"])
-        q.add_argument("--limit", type=int, default=None, help="score the first N (shuffled) rows of the split")
-        q.add_argument("--batch-size", type=int, default=32)
+        q.add_argument("--limit", type=positive_int, default=None, help="score the first N (shuffled) rows of the split")
+        q.add_argument("--batch-size", type=positive_int, default=32)
         q.add_argument("--out", required=True, help="output folder (re-running resumes from its CSV)")
 
     co = s.add_parser("cross-origin", help="P0(o1) + tau(o2) for every origin pair (Table 1)")
@@ -39,9 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad = s.add_parser("addition", help="P0 + lambda * sum of task prompt vectors of task sets (Fig. 2)")
     common(ad)
     ad.add_argument("--tasks", nargs="+", required=True)
-    ad.add_argument("--set-size", type=int, default=2, help="tasks per combination (2 = pairs)")
-    ad.add_argument("--grid", type=float, nargs="*", default=None, help="lambda grid (default 0..1 step 0.05)")
-    ad.add_argument("--val-limit", type=int, default=200, help="validation rows for the lambda search")
+    ad.add_argument("--set-size", type=positive_int, default=2, help="tasks per combination (2 = pairs)")
+    ad.add_argument("--grid", type=finite_float, nargs="*", default=None, help="lambda grid (default 0..1 step 0.05)")
+    ad.add_argument("--val-limit", type=positive_int, default=200, help="validation rows for the lambda search")
     ad.add_argument("--methods", nargs="+", default=["sum"],
                     help="merge methods to compare, each with its own lambda: sum (the paper) ties dare")
     ad.set_defaults(func=cmd_addition)
@@ -49,19 +52,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     ng = s.add_parser("negation", help="P0 + tau_c - coef * tau_t: does negating t hurt t and spare c?")
     common(ng)
     ng.add_argument("--tasks", nargs="+", required=True)
-    ng.add_argument("--coef", type=float, default=1.0, help="how much of the negated vector to subtract")
+    ng.add_argument("--coef", type=finite_float, default=1.0, help="how much of the negated vector to subtract")
     ng.set_defaults(func=cmd_negation)
 
     fs = s.add_parser("fewshot", help="few-shot initialisation of a target task (Fig. 3)")
     common(fs)
     fs.add_argument("--target", required=True)
     fs.add_argument("--sources", nargs="+", required=True)
-    fs.add_argument("--k", nargs="+", type=int, default=None, help="shots (default 0 5 10 25 50 100 250 500 1000)")
+    fs.add_argument("--k", nargs="+", type=non_negative_int, default=None, help="shots (default 0 5 10 25 50 100 250 500 1000)")
     fs.add_argument("--inits", nargs="+", default=None, help="random spot multitask tpv (default all)")
-    fs.add_argument("--steps", type=int, default=None, help="training steps for every init (same budget)")
-    fs.add_argument("--lr", type=float, default=None)
-    fs.add_argument("--batch-size-train", type=int, default=None)
-    fs.add_argument("--eval-limit", type=int, default=200, help="validation rows for best-prompt selection")
+    fs.add_argument("--steps", type=non_negative_int, default=None, help="training steps for every init (same budget)")
+    fs.add_argument("--lr", type=finite_float, default=None)
+    fs.add_argument("--batch-size-train", type=positive_int, default=None)
+    fs.add_argument("--eval-limit", type=positive_int, default=200, help="validation rows for best-prompt selection")
     fs.set_defaults(func=cmd_fewshot)
 
 

@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from tpv_core.cli.common import add_backbone_args, add_store_arg, load_backbone_for_cli, print_table
+from tpv_core.cli.common import (
+    add_backbone_args,
+    add_store_arg,
+    finite_float,
+    load_backbone_for_cli,
+    positive_int,
+    print_table,
+)
 from tpv_core.probe import VIEWS, probe_tasks, probe_views
 from tpv_core.tasks import get_task
 
@@ -19,11 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="readout: the formatted input where the family reads its answer; pair: the two text "
                         "fields encoded apart, [u, v, |u-v|, u*v]; cosine: only the cosine of u and v "
                         "(pair and cosine: two-field tasks only)")
-    p.add_argument("--train-limit", type=int, default=1000, help="training rows for the probe (shuffled, seeded)")
-    p.add_argument("--limit", type=int, default=500, help="held-out rows scored")
+    p.add_argument("--train-limit", type=positive_int, default=1000, help="training rows for the probe (shuffled, seeded)")
+    p.add_argument("--limit", type=positive_int, default=500, help="held-out rows scored")
     p.add_argument("--split", default="validation", choices=["validation", "test"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--c", type=float, default=0.01, help="inverse L2 strength of the logistic regression")
+    p.add_argument("--c", type=finite_float, default=0.01, help="inverse L2 strength of the logistic regression")
     p.add_argument("--chat", action="store_true", help="wrap inputs in the model's chat template (decoders)")
     add_store_arg(p)
     p.add_argument("--json", action="store_true")

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from tpv_core.cli.common import add_store_arg, print_table
+from tpv_core.cli.common import add_store_arg, finite_float, print_table
 from tpv_core.tasks import describe_task, list_tasks, make_custom_task, register_custom_task
 
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--label-description", nargs="*", default=None,
                      help="one description per label (sorted label order), for encoder backbones")
     add.add_argument("--label-word", nargs="*", default=None, help="one verbaliser per label (sorted label order)")
-    add.add_argument("--similarity-target", nargs="+", type=float, default=None,
+    add.add_argument("--similarity-target", nargs="+", type=finite_float, default=None,
                      help="two text fields only: one target cosine per label (sorted label order), e.g. 0 1 for "
                           "different / same; the encoder then reads the class from the cosine of the two fields")
     add.add_argument("--family", default="classification")

@@ -7,7 +7,17 @@ import argparse
 import json
 import sys
 
-from tpv_core.cli.common import add_backbone_args, add_store_arg, load_backbone_for_cli, parse_seeds, progress_bar
+from tpv_core.checkpoint import checkpoint_path
+from tpv_core.cli.common import (
+    add_backbone_args,
+    add_store_arg,
+    finite_float,
+    load_backbone_for_cli,
+    non_negative_int,
+    parse_seeds,
+    positive_int,
+    progress_bar,
+)
 from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task
 from tpv_core.training import TrainConfig
@@ -20,19 +30,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", nargs="+", required=True, help="task name(s), see `tpv tasks list`")
     p.add_argument("--origin", nargs="*", default=["0"], help="origin seeds, e.g. 0 1 2 or 0-2 (default 0)")
     p.add_argument("--origin-kind", default="vocab", choices=["vocab", "normal", "uniform"])
-    p.add_argument("--length", type=int, default=None, help="prompt length L (default per backbone family)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--length", type=positive_int, default=None, help="prompt length L (default per backbone family)")
+    p.add_argument("--steps", type=non_negative_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=finite_float, default=None)
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "adafactor"])
-    p.add_argument("--k-shot", type=int, default=None, help="train on k examples (stratified, seeded)")
+    p.add_argument("--k-shot", type=positive_int, default=None, help="train on k examples (stratified, seeded)")
     p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--eval-limit", type=int, default=100, help="validation rows scored during training")
+    p.add_argument("--eval-every", type=positive_int, default=None)
+    p.add_argument("--eval-limit", type=non_negative_int, default=100, help="validation rows scored during training")
     p.add_argument("--chat", action="store_true", help="wrap inputs in the model's chat template (decoders)")
     add_store_arg(p)
     p.add_argument("--force", action="store_true", help="retrain prompts the store already has")
-    p.add_argument("--resume", action="store_true", help="continue stored prompts up to --steps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from a checkpoint left by a killed run, or a stored prompt up to --steps "
+                        "(a finished prompt is left as it is)")
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=25, metavar="N",
+                   help="save a resumable checkpoint every N steps beside the store (0: none; removed at the end)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(func=cmd_train)
 
@@ -48,9 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       k_shot=args.k_shot, data_seed=args.data_seed, eval_every=args.eval_every,
                       eval_limit=args.eval_limit, chat=args.chat)
-    plan = plan_training(backbone, store, tasks, seeds, length=args.length, origin_kind=args.origin_kind,
-                         force=args.force, resume=args.resume)
     steps = cfg.resolved(backbone.family).steps
+    plan = plan_training(backbone, store, tasks, seeds, length=args.length, origin_kind=args.origin_kind,
+                         force=args.force, resume=args.resume, steps=steps)
     quiet = is_secondary_rank()
     bars: dict[int, object] = {}
     done: list[dict] = []
@@ -62,18 +76,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         if e.kind == "skip":
             print(f"skip {it.task.name}/{it.origin.id}: {it.reason} (--force to retrain)", file=sys.stderr)
         elif e.kind == "start":
-            if it.action == RETRAIN and it.reason:
-                print(f"retrain {it.task.name}/{it.origin.id}: {it.reason}", file=sys.stderr)
+            if it.action in (RETRAIN, RESUME) and it.reason:
+                print(f"{it.action} {it.task.name}/{it.origin.id}: {it.reason}", file=sys.stderr)
+            ckpt = checkpoint_path(store.path_for(backbone.name, it.task.name, it.origin.id))
+            if ckpt.exists() and not args.resume and args.checkpoint_every:
+                print(f"note: {it.task.name}/{it.origin.id} has a checkpoint from an interrupted run ({ckpt}); "
+                      "starting over (pass --resume to continue it)", file=sys.stderr)
             bar = bars[e.index] = progress_bar(steps, f"{it.task.name} {it.origin.id}")
-            if it.action == RESUME and it.resume_from is not None:
-                bar.update(int(it.resume_from.metadata.get("steps") or 0))
         elif e.kind == "step":
             bar, p = bars[e.index], e.progress
             post = {"loss": f"{p.loss:.3f}"}
             if p.best_score is not None:
                 post["best_val"] = f"{p.best_score:.3f}"
             bar.set_postfix(post, refresh=False)
-            bar.update(1)
+            bar.update(p.step - bar.n)  # a resumed run starts past 0
         elif e.kind == "saved":
             bars.pop(e.index).close()
             prompt = e.result.prompt
@@ -83,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"saved {e.path}  best step {e.result.best_step}  {prompt.metrics}")
 
     train_into_store(backbone, store, plan, cfg, metadata={"command": "tpv " + " ".join(sys.argv[1:])},
-                     on_event=on_event)
+                     on_event=on_event, checkpoint_every=args.checkpoint_every, resume_checkpoints=args.resume)
     for bar in bars.values():  # secondary ranks, or an item that did not reach "saved"
         bar.close()
     if args.json and not quiet:

@@ -8,7 +8,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from tpv_core.prompts import PromptMismatchError, TaskPromptVector
+from tpv_core.prompts import PromptMismatchError, TaskPromptVector, require_finite, require_finite_number
 
 
 class MergeMethod(Protocol):
@@ -44,9 +44,12 @@ def check_inputs(vectors: Sequence[TaskPromptVector], weights: Sequence[float] |
             raise TypeError(f"merge methods take TaskPromptVector objects, got {type(v).__name__}")
     if weights is None:
         weights = [1.0] * len(vectors)
-    weights = [float(w) for w in weights]
+    weights = list(weights)
     if len(weights) != len(vectors):
         raise ValueError(f"got {len(weights)} weights for {len(vectors)} vectors")
+    weights = [require_finite_number(w, f"weight {i + 1} ({v.label})") for i, (v, w) in enumerate(zip(vectors, weights))]
+    for v in vectors:
+        require_finite(v.tensor, f"task prompt vector {v.label}")
     first = vectors[0]
     for v in vectors[1:]:
         if v.backbone != first.backbone:

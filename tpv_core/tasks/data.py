@@ -122,6 +122,8 @@ def shuffled_rows(rows: Sequence[dict[str, Any]], limit: int | None = None,
                   seed: int | None = 0) -> list[dict[str, Any]]:
     """A copy of ``rows`` shuffled with ``random.Random(seed)`` (order kept when ``seed`` is None), cut to
     the first ``limit``: the rows an evaluation with ``--limit`` scores, and a probe uses."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"a row limit must be a whole number >= 0 (or none for all rows), got {limit!r}")
     out = list(rows)
     if seed is not None:
         random.Random(seed).shuffle(out)

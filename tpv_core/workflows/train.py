@@ -5,8 +5,15 @@ carries the plan out and reports structured :class:`TrainEvent` s that each fron
 way (a tqdm bar in the CLI, a job status in the app).
 
 The retrain rule (one for every front-end): an item the store does not hold is trained; a stored item
-is skipped, unless ``force`` (retrain), ``resume`` (continue it up to the budget), or it was tuned under
-another readout than the backbone now uses for the task (then it is retrained, with a note saying so).
+is skipped, unless ``force`` (retrain), ``resume`` (continue it up to the budget; a prompt that already
+has the budget's steps is skipped, saying so), or it was tuned under another readout than the backbone
+now uses for the task (then it is retrained, with a note saying so).
+
+Checkpoints (:mod:`tpv_core.checkpoint`): with ``checkpoint_every`` each item saves its loop state every N
+steps beside its future file; ``resume_checkpoints`` continues an item from a checkpoint a killed run left
+(the CLI's ``--resume``; app jobs always do, ignoring a checkpoint of other settings). The checkpoint is
+removed once the prompt is stored. A prompt is saved over a stored one only when the plan said so
+(retrain / resume); one that another session stored meanwhile is not replaced (`PromptExistsError`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from tpv_core.checkpoint import CheckpointPolicy, checkpoint_path
 from tpv_core.prompts import Origin, SoftPrompt, make_origin
 from tpv_core.store import PromptStore
 from tpv_core.tasks import TaskSpec, get_task
@@ -23,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import Backbone
 
 TRAIN, SKIP, RETRAIN, RESUME = "train", "skip", "retrain", "resume"
+CHECKPOINT_EVERY = 25  # steps between resumable checkpoints of an app training job
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class TrainRequest:
     force: bool = False  # retrain items the store already holds
     resume: bool = False  # continue stored items up to the budget
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    checkpoint_every: int | None = None  # None: CHECKPOINT_EVERY; 0: no checkpoints
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -100,8 +110,9 @@ class TrainOutcome:
 
 def plan_training(backbone: "Backbone", store: PromptStore, tasks: Sequence[TaskSpec], seeds: Sequence[int], *,
                   length: int | None = None, origin_kind: str = "vocab", force: bool = False,
-                  resume: bool = False) -> list[PlanItem]:
-    """The retrain rule applied to every (task, seed) item (see the module docstring)."""
+                  resume: bool = False, steps: int | None = None) -> list[PlanItem]:
+    """The retrain rule applied to every (task, seed) item (see the module docstring); ``steps`` is the
+    budget a resumed prompt is continued to (a stored prompt that has it is skipped)."""
     length = length or default_length(backbone)
     plan = []
     for task in tasks:
@@ -111,7 +122,11 @@ def plan_training(backbone: "Backbone", store: PromptStore, tasks: Sequence[Task
                 plan.append(PlanItem(task, int(seed), origin, TRAIN))
                 continue
             stored = store.load(backbone.name, task.name, origin.id)
-            if resume:
+            have_steps = int(stored.metadata.get("steps") or 0)
+            if resume and steps is not None and have_steps >= steps:
+                plan.append(PlanItem(task, int(seed), origin, SKIP, f"the stored prompt is finished ({have_steps} of "
+                                     f"{steps} steps); --resume leaves it as it is"))
+            elif resume:
                 plan.append(PlanItem(task, int(seed), origin, RESUME, "continue the stored prompt", stored))
             elif force:
                 plan.append(PlanItem(task, int(seed), origin, RETRAIN, "--force: retrain from the origin"))
@@ -135,9 +150,11 @@ def is_secondary_rank() -> bool:
 
 def train_into_store(backbone: "Backbone", store: PromptStore, plan: Sequence[PlanItem], config: TrainConfig, *,
                      metadata: dict[str, Any] | None = None, on_event: Callable[[TrainEvent], None] | None = None,
-                     cancel: Callable[[], bool] | None = None) -> TrainOutcome:
+                     cancel: Callable[[], bool] | None = None, checkpoint_every: int = 0,
+                     resume_checkpoints: bool = False, discard_mismatched: bool = False) -> TrainOutcome:
     """Carry out a plan: tune each item that needs it and save it atomically (rank 0 only under torchrun).
-    Stops between steps when ``cancel()`` turns true (the item being tuned is not saved)."""
+    Stops between steps when ``cancel()`` turns true (the item being tuned is not saved; its checkpoint
+    stays, so a later run can continue it). Checkpoints: see the module docstring."""
     out = TrainOutcome()
     emit = on_event or (lambda _e: None)
     total = len(plan)
@@ -154,15 +171,20 @@ def train_into_store(backbone: "Backbone", store: PromptStore, plan: Sequence[Pl
         def on_step(p: Progress, item=item, i=i) -> None:
             emit(TrainEvent("step", item, i, total, progress=p))
 
+        target = store.path_for(backbone.name, item.task.name, item.origin.id)
+        ckpt = (CheckpointPolicy(checkpoint_path(target), checkpoint_every, resume=resume_checkpoints,
+                                 discard_mismatch=discard_mismatched) if checkpoint_every else None)
         result = tune_prompt(backbone, item.task, item.origin, config, progress=on_step, cancel=cancel,
-                             resume=item.resume_from, metadata=dict(metadata or {}))
+                             resume=item.resume_from, metadata=dict(metadata or {}), checkpoint=ckpt)
         if result.cancelled or (cancel is not None and cancel()):
             out.cancelled = True
             break
         out.results.append(result)
         if is_secondary_rank():
             continue
-        path = str(store.save(result.prompt))
+        path = str(store.save(result.prompt, overwrite=item.action in (RETRAIN, RESUME)))
+        if ckpt is not None:
+            ckpt.remove()
         out.saved.append(path)
         emit(TrainEvent("saved", item, i, total, path=path, result=result))
     return out
@@ -177,7 +199,9 @@ def train_request(backbone: "Backbone", request: TrainRequest, *,
     store = PromptStore(request.store_root)
     tasks = [get_task(name, request.store_root) for name in request.tasks]
     plan = plan_training(backbone, store, tasks, request.seeds, length=request.length,
-                         origin_kind=request.origin_kind, force=request.force, resume=request.resume)
+                         origin_kind=request.origin_kind, force=request.force, resume=request.resume,
+                         steps=request.config.resolved(backbone.family).steps)
+    every = CHECKPOINT_EVERY if request.checkpoint_every is None else request.checkpoint_every
     return train_into_store(backbone, store, plan, request.config, metadata=request.metadata, on_event=on_event,
-                            cancel=cancel)
+                            cancel=cancel, checkpoint_every=every, resume_checkpoints=True, discard_mismatched=True)
 
