@@ -61,6 +61,7 @@ class CheckpointPolicy:
     path: Path
     every: int = 25
     resume: bool = False
+    discard_mismatch: bool = False  # True: a checkpoint of another run (other settings) is ignored, not an error
     saved_steps: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +126,8 @@ class CheckpointPolicy:
             raise CheckpointError(f"{self.path}: unknown checkpoint format; delete it to start over", self.path)
         have = meta.get("identity") or {}
         want = _jsonable(identity)
+        if have != want and self.discard_mismatch:
+            return None
         if have != want:
             diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             detail = "; ".join(f"{k}: checkpoint {have.get(k)!r:.60} vs now {want.get(k)!r:.60}" for k in diff[:4])

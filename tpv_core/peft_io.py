@@ -21,7 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from tpv_core.atomic import atomic_write_bytes, atomic_write_text
-from tpv_core.prompts import Origin, SoftPrompt
+from tpv_core.prompts import Origin, SoftPrompt, require_finite
 from tpv_core.store import META_KEY, StoreError, prompt_metadata, read_header
 
 # --------------------------------------------------------------------------------------------------
@@ -52,6 +52,7 @@ def export_peft(
         raise ValueError(f"a prompt must be 2-D (L x d), got shape {tuple(tensor.shape)}")
     if family not in PEFT_TASK_TYPES:
         raise ValueError(f"unknown backbone family {family!r}; one of {', '.join(PEFT_TASK_TYPES)}")
+    require_finite(tensor, "the prompt to export")
     length, dim = tensor.shape
     config = {
         "peft_type": "PROMPT_TUNING",

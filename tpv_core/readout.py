@@ -35,6 +35,10 @@ def tuned_readout(prompt: SoftPrompt, task: str) -> str | None:
 def check_readout(prompt: SoftPrompt, backbone: "Backbone", task: "TaskSpec") -> SoftPrompt:
     """``prompt``, unless it is known to have been tuned under another readout than the one ``backbone``
     uses for ``task``: then a `PromptMismatchError` naming the fix (such a prompt scores near chance)."""
+    if prompt.dim != getattr(backbone, "dim", prompt.dim):
+        raise PromptMismatchError(
+            f"the {prompt.task} prompt from origin {prompt.origin.id} is a {prompt.length} x {prompt.dim} prompt for "
+            f"{prompt.backbone!r}, but {backbone.name} has width {backbone.dim}; use a prompt of this backbone")
     have, want = tuned_readout(prompt, task.name), backbone.readout(task)
     if have is not None and have != want:
         raise PromptMismatchError(

@@ -15,7 +15,7 @@ from tpv_core.cli.common import (
     positive_int,
     print_table,
 )
-from tpv_core.store import PromptStore
+from tpv_core.store import PromptExistsError, PromptStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +59,10 @@ def cmd_combine(args: argparse.Namespace) -> int:
     if args.origin not in origin_prompts:
         raise FileNotFoundError(f"origin seed {args.origin} not found among stored {first.name} prompts")
     origin = origin_prompts[args.origin].origin
+    if args.save_as and not args.force and store.exists(bb.name, args.save_as.strip(), origin.id):
+        raise PromptExistsError(f"{store.path_for(bb.name, args.save_as.strip(), origin.id)}: the store already holds "
+                                f"{args.save_as!r} from origin {origin.id}; pass --force to replace it or choose "
+                                "another --save-as name")  # said before anything is evaluated
     singles = {}
     for p in prompts:  # each vector's own tuned prompt, for comparison
         singles.setdefault(p.task, p)

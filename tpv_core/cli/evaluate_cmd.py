@@ -18,7 +18,7 @@ from tpv_core.cli.common import (
 )
 from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.prompts import make_origin
-from tpv_core.store import PromptStore
+from tpv_core.store import PromptStore, StoreError
 from tpv_core.tasks import get_task
 from tpv_core.training import check_readout, default_length
 
@@ -58,11 +58,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 o = make_origin(backbone, kind=args.origin_kind, seed=s, length=length)
                 jobs.append(("untuned", o.id, o.tensor))
         else:
-            df = store.index(backbone=backbone.name, task=task.name)
+            skipped: list[str] = []
+            df = store.index(backbone=backbone.name, task=task.name, errors=skipped)
+            for note in skipped:
+                print(f"skipped: {note}", file=sys.stderr)
             if args.origin:
                 wanted = {str(s) for s in parse_seeds(args.origin)}
                 df = df[df["seed"].astype(str).isin(wanted) | df["origin"].isin(args.origin)]
             if df.empty:
+                bad = [n for n in skipped if f"/{task.name}/" in n]
+                if bad:
+                    raise StoreError(f"the stored {task.name} prompt(s) for {backbone.name} cannot be read: {bad[0]}")
                 raise FileNotFoundError(
                     f"no stored {task.name} prompt for {backbone.name} in {store.root}; train one with "
                     f"`tpv train --backbone {backbone.name} --task {task.name}` or pass --untuned"

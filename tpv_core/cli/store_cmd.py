@@ -1,4 +1,4 @@
-"""``tpv store``: list the prompt library, export prompts or combinations as PEFT adapters."""
+"""``tpv store``: list and verify the prompt library, export prompts or combinations as PEFT adapters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tpv_core.cli.common import add_store_arg, print_table
+from tpv_core.cli.common import add_store_arg, finite_float, print_table
 from tpv_core.peft_io import export_soft_prompt
 from tpv_core.store import PromptStore
 
@@ -32,6 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", required=True, help="adapter directory to write")
     ex.add_argument("--family", default=None, help="decoder | seq2seq | encoder (default: from the backbone)")
     ex.set_defaults(func=cmd_export)
+
+    vf = s.add_parser("verify", help="check every stored file in full (schema, folder, checksums, finite values)")
+    vf.add_argument("root", help="store root folder, e.g. data/zoo")
+    vf.add_argument("--fix-missing", action="store_true",
+                    help="add checksums to files written before they existed (tensors and metadata unchanged)")
+    vf.add_argument("--stale-after", type=finite_float, default=60.0, metavar="MINUTES",
+                    help="remove temp files of interrupted saves older than this (default 60)")
+    vf.add_argument("--json", action="store_true")
+    vf.set_defaults(func=cmd_verify)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -71,3 +80,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export_soft_prompt(prompt, args.out, family=family)
     print(f"wrote PEFT adapter {out} ({prompt.length} x {prompt.dim}, task {prompt.task}, origin {origin_id})")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when every stored file is good (``ok`` or ``fixed``), 1 when some are bad or lack checksums."""
+    from tpv_core.store_verify import verify_store
+
+    if args.stale_after < 0:
+        raise ValueError(f"--stale-after must be >= 0 minutes, got {args.stale_after:g}")
+    items = verify_store(args.root, fix_missing=args.fix_missing, stale_after_s=args.stale_after * 60)
+    counts = {status: sum(1 for i in items if i.status == status) for status in
+              ("ok", "fixed", "no-checksum", "bad", "removed-tmp", "checkpoint")}
+    if args.json:
+        print(json.dumps({"root": args.root, "counts": counts, "items": [i.as_dict() for i in items]}))
+    else:
+        for item in items:
+            if item.status != "ok":
+                print(f"{item.status}: {item.path}" + (f"  ({item.message})" if item.message else ""))
+        print(", ".join(f"{n} {k}" for k, n in counts.items() if n) or f"no prompts in {args.root}")
+    return 1 if counts["bad"] or counts["no-checksum"] else 0

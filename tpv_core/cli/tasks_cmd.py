@@ -9,6 +9,7 @@ import pandas as pd
 
 from tpv_core.cli.common import add_store_arg, finite_float, print_table
 from tpv_core.tasks import describe_task, list_tasks, make_custom_task, register_custom_task
+from tpv_core.tasks.registry import stored_prompts_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "different / same; the encoder then reads the class from the cosine of the two fields")
     add.add_argument("--family", default="classification")
     add_store_arg(add)
+    add.add_argument("--replace", action="store_true",
+                     help="redefine a registered task whose labels or data differ (names the prompts it orphans)")
     add.set_defaults(func=cmd_add)
 
 
@@ -57,7 +60,11 @@ def cmd_add(args: argparse.Namespace) -> int:
     spec = make_custom_task(args.name, args.file, tuple(args.text_field), args.label_field,
                             label_descriptions=args.label_description, label_words=args.label_word,
                             family=args.family, similarity_targets=args.similarity_target)
-    stored = register_custom_task(spec, args.store)
+    orphans = stored_prompts_of(spec.name, args.store) if args.replace else []
+    stored = register_custom_task(spec, args.store, replace=args.replace)
     print(f"registered task {stored.name!r} ({stored.num_labels} labels: {', '.join(map(str, stored.label_names))}) "
           f"in {stored.data_dir}")
+    if orphans:
+        print(f"note: {len(orphans)} stored prompt(s) were tuned on the previous definition of {stored.name!r} and "
+              "may no longer fit it (retrain them with `tpv train --force`): " + ", ".join(orphans))
     return 0

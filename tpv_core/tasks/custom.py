@@ -180,6 +180,22 @@ def _labelled(rows: list[dict[str, Any]], label_field: str) -> tuple[list[dict[s
 
 
 # ---------------------------------------------------------------------------------------- labels
+def _refuse_ambiguous_labels(keys: list[str | int], path: Path, label_field: str) -> None:
+    """Two spellings of one number (``1`` and ``1.0``, ``2`` and ``+2.00``) would become two classes: refuse."""
+    by_value: dict[float, set[str]] = {}
+    for k in set(keys):
+        try:
+            value = float(k)
+        except (TypeError, ValueError):
+            continue
+        by_value.setdefault(value, set()).add(str(k))
+    clashes = [sorted(v) for v in by_value.values() if len(v) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(repr(x) for x in c) for c in clashes[:3])
+        raise TaskFileError(f"{path}: column {label_field!r} spells one label value in several ways ({shown}); they "
+                            "would become separate classes: write each label the same way everywhere")
+
+
 def _label_names(keys: list[str | int]) -> tuple[str, ...]:
     uniq = set(keys)
     if all(isinstance(k, int) for k in uniq):
@@ -243,6 +259,7 @@ def read_custom_task(
         if not parts[k]:
             raise TaskFileError(f"{path}: no row of {k!r} has a value in column {label_field!r}")
     keys = [_label_key(r[label_field]) for rows in parts.values() for r in rows]
+    _refuse_ambiguous_labels(keys, path, label_field)
     names = _label_names(keys)
     if len(names) < 2:
         raise TaskFileError(

@@ -110,25 +110,70 @@ def _tasks_dir(root: str | Path) -> Path:
     return Path(root).expanduser() / CUSTOM_DIR
 
 
-def register_custom_task(spec: TaskSpec, root: str | Path) -> TaskSpec:
+def stored_prompts_of(name: str, root: str | Path) -> list[str]:
+    """Paths of the stored prompts under ``root`` tuned on the task ``name`` (any backbone)."""
+    from tpv_core.store import PromptStore
+
+    return [str(p) for p in PromptStore(root).index(task=name)["path"]]
+
+
+def register_custom_task(spec: TaskSpec, root: str | Path, replace: bool = False) -> TaskSpec:
     """Persist ``spec`` and a normalised copy of its data under ``<root>/_tasks/<name>/``.
 
-    Re-registering a name replaces it. Returns the stored spec (reading from the copy).
+    Registering the same definition and data again changes nothing. A *different* definition (labels,
+    fields, words, descriptions, targets) or different data under a registered name is refused unless
+    ``replace=True``, because prompts tuned on the old task would be scored on the new one; the error
+    (and :func:`stored_prompts_of`) names those prompts. Returns the stored spec (reading from the copy).
     """
     _check_new_name(spec.name)
     if not valid_task_name(spec.name):
         raise TaskFileError(f"task name {spec.name!r} is not a valid custom task name")
     folder = _tasks_dir(root) / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
     keep = list(spec.text_fields) + ["label"]
+    texts = {}
     for split in SPLITS:
         rows = load_split(spec, split)
-        text = "".join(json.dumps({k: r.get(k) for k in keep}, ensure_ascii=False) + "\n" for r in rows)
-        atomic_write_text(folder / f"{split}.jsonl", text)
+        texts[split] = "".join(json.dumps({k: r.get(k) for k in keep}, ensure_ascii=False) + "\n" for r in rows)
     stored = dataclasses.replace(spec, custom=True, paper=False, bundled=None, data_dir=None, label_field="label")
     payload: dict[str, Any] = {"schema": SPEC_SCHEMA, "spec": stored.to_dict()}
-    atomic_write_text(folder / "spec.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    spec_text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+    if (folder / "spec.json").exists() and not replace:
+        changed = _what_changed(folder, spec_text, texts)
+        if changed:
+            orphans = stored_prompts_of(spec.name, root)
+            detail = (f"; {len(orphans)} stored prompt(s) were tuned on it and would be scored on the new one: "
+                      + ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else "")) if orphans else ""
+            raise TaskFileError(f"task {spec.name!r} is already registered in {root} with different {changed}"
+                                f"{detail}; pass --replace (replace=True) to redefine it, or choose another name")
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        atomic_write_text(folder / f"{split}.jsonl", texts[split])
+    atomic_write_text(folder / "spec.json", spec_text)
     return dataclasses.replace(stored, data_dir=str(folder))
+
+
+def _what_changed(folder: Path, spec_text: str, texts: dict[str, str]) -> str:
+    """'' when the registered copy in ``folder`` equals the new one; else what differs, in words."""
+    try:
+        old = json.loads((folder / "spec.json").read_text(encoding="utf-8"))["spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a definition (the registered spec.json is unreadable)"
+    new = json.loads(spec_text)["spec"]
+    diffs = []
+    if old.get("label_names") != new.get("label_names"):
+        diffs.append(f"labels (registered {old.get('label_names')}, new {new.get('label_names')})")
+    other = sorted(k for k in set(old) | set(new) if k != "label_names" and old.get(k) != new.get(k))
+    if other:
+        diffs.append("settings (" + ", ".join(other[:5]) + ")")
+    for split, text in texts.items():
+        try:
+            same = (folder / f"{split}.jsonl").read_text(encoding="utf-8") == text
+        except OSError:
+            same = False
+        if not same:
+            diffs.append("data")
+            break
+    return " and ".join(diffs)
 
 
 def _load_spec(folder: Path) -> TaskSpec:

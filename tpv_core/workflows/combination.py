@@ -153,14 +153,13 @@ def combine_prompts(prompts: Sequence[SoftPrompt], weights: Sequence[float], ori
 def save_combination(store: PromptStore, combination: Combination, name: str, backbone: "Backbone", *,
                      overwrite: bool = False) -> str:
     """Store a combination under task ``name`` (its origin's file); refuses to replace an existing file
-    unless ``overwrite``."""
+    unless ``overwrite`` (`PromptExistsError`, also when another session saved the name a moment before)."""
     if not name or not name.strip():
         raise ValueError("a combination needs a name to be stored under")
     prompt = combination.as_prompt(name.strip(), backbone)
-    if not overwrite and store.exists(backbone.name, prompt.task, prompt.origin.id):
-        raise FileExistsError(f"{store.path_for(backbone.name, prompt.task, prompt.origin.id)} exists; choose "
-                              "another name or replace it explicitly (--force in the CLI)")
-    return str(store.save(prompt, overwrite=True))
+    # the existence check and the write happen under the target's lock: of two sessions saving one name at
+    # once, one saves and the other gets PromptExistsError (a FileExistsError)
+    return str(store.save(prompt, overwrite=overwrite))
 
 
 def read_combination(prompt: SoftPrompt) -> dict[str, Any] | None:
