@@ -164,14 +164,32 @@ else:
     name = c1.text_input("Task name in the store", value=default_name, key=f"cmb_name_{default_name}",
                          help="the weights, vectors and origin are stored in the prompt's metadata")
     combo.scores["validation"] = {r["task"]: r["combined"] for r in out.to_dict("records") if r["combined"] is not None}
-    if c2.button("Save to store", type="primary", icon=":material/save:", key="cmb_save", disabled=not name):
+    target = (root, bb_name, name, origin.id)
+
+    def save(overwrite: bool) -> None:
         try:
-            path = save_combination(ui.store(), combo, name, bb)
-            st.toast(f"Saved {name} ({origin.id}) in {path}", icon=":material/check:")
-        except FileExistsError as exc:
-            st.warning(f"{exc}", icon=":material/warning:")
+            path = save_combination(ui.store(), combo, name, bb, overwrite=overwrite)
+        except FileExistsError:  # there before, or another session saved this name a moment ago: ask
+            st.session_state["cmb_confirm"] = target
+            return
         except Exception as exc:  # noqa: BLE001
             ui.error_box(exc, "cannot save")
+            return
+        st.session_state.pop("cmb_confirm", None)
+        st.toast(f"{'Replaced' if overwrite else 'Saved'} {name} ({origin.id}) in {path}", icon=":material/check:")
+
+    if c2.button("Save to store", type="primary", icon=":material/save:", key="cmb_save", disabled=not name):
+        save(overwrite=False)
+    if st.session_state.get("cmb_confirm") == target:
+        st.warning(f"The store already holds a prompt called **{name}** from {origin.id} on {bb_name}. "
+                   "Replace it with this combination?", icon=":material/warning:")
+        k1, k2 = st.columns([1, 4])
+        if k1.button("Replace", key="cmb_replace", type="primary"):
+            save(overwrite=True)
+            st.rerun()
+        if k2.button("Keep the stored one", key="cmb_keep"):
+            st.session_state.pop("cmb_confirm", None)
+            st.rerun()
     stem = f"{bb_name}_{name}_{origin.id}"
     zip_bytes = peft_io.peft_zip(combined, base_model=getattr(bb, "model_id", None) or bb_name, family=bb.family,
                                  origin=origin, metadata={**combo.metadata(bb), "task": name, "backbone": bb_name},

@@ -111,6 +111,7 @@ with right:
                 seed = int(c2.number_input("Seed", min_value=0, value=0, step=1, key="lib_import_seed"))
                 c3.number_input("Length L", value=int(cfg.get("num_virtual_tokens") or 0), disabled=True,
                                 key="lib_import_len", help="taken from the adapter")
+            replace = st.checkbox("Replace a stored prompt with the same task and origin", key="lib_import_replace")
             if st.button("Import into the store", type="primary", key="lib_import_go",
                          disabled=not (bb_name and task_name)):
                 try:
@@ -121,9 +122,7 @@ with right:
                         bb = ui.backbone(bb_name)
                         origin = make_origin(bb, kind=kind, seed=seed, length=int(cfg.get("num_virtual_tokens")))
                     prompt = peft_io.import_adapter_zip(data, task=task_name, backbone=bb_name, origin=origin)
-                    if ui.store().exists(prompt.backbone, prompt.task, prompt.origin.id):
-                        st.warning(f"Replacing the stored {prompt.task} prompt from {prompt.origin.id}.")
-                    path = ui.store().save(prompt)
+                    path = ui.store().save(prompt, overwrite=replace)  # exists and not replace: an error below
                     st.session_state["lib_flash"] = f"Imported {prompt.task} ({prompt.origin.id}) into {path}"
                     st.rerun()
                 except Exception as exc:  # noqa: BLE001

@@ -139,8 +139,13 @@ def import_peft(
                 f"{d}: PEFT adapters carry no origin; pass the origin the prompt was tuned from "
                 "(e.g. make_origin(backbone, seed=...))"
             )
-        ometa = json.loads((read_header(opath).get("__metadata__") or {}).get(META_KEY, "{}"))
-        origin = Origin.from_spec(ometa, st_load(opath.read_bytes())["origin"].float())
+        try:
+            ometa = json.loads((read_header(opath).get("__metadata__") or {}).get(META_KEY, "{}"))
+            origin = Origin.from_spec(ometa, st_load(opath.read_bytes())["origin"].float())
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - json, safetensors and the spec check raise their own types
+            raise StoreError(f"{opath}: unreadable origin file ({exc}); pass the origin explicitly", opath) from None
     if origin.backbone != backbone:
         raise StoreError(f"origin {origin.id} is on backbone {origin.backbone!r}, not {backbone!r}")
     origin_t = origin.require_tensor()

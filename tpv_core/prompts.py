@@ -96,6 +96,8 @@ class Origin:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], tensor: torch.Tensor | None = None) -> "Origin":
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"an origin spec is an object with backbone, kind, seed, length, dim; got {spec!r:.200}")
         try:
             return cls(
                 backbone=str(spec["backbone"]),
@@ -108,6 +110,9 @@ class Origin:
             )
         except KeyError as exc:
             raise ValueError(f"origin spec is missing the field {exc.args[0]!r}: {dict(spec)}") from None
+        except (TypeError, ValueError, AttributeError):
+            raise ValueError(f"origin spec has a field of the wrong type (seed, length, dim and vocab_limit are "
+                             f"integers): {spec!r:.200}") from None
 
     def require_tensor(self) -> torch.Tensor:
         if self.tensor is None:

@@ -117,7 +117,8 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     req = FewshotRequest(target=args.target, sources=args.sources, out=args.out, store_root=args.store,
                          ks=args.k or DEFAULT_KS, seeds=parse_seeds(args.origin) or None, inits=args.inits or INITS,
                          steps=args.steps, lr=args.lr, train_batch_size=args.batch_size_train,
-                         eval_limit=args.eval_limit, split=args.split, limit=args.limit, batch_size=args.batch_size)
+                         eval_limit=args.eval_limit, split=args.split, limit=args.limit, batch_size=args.batch_size,
+                         strict_ks=args.k is not None)
     bb = load_backbone_for_cli(args)
     bar = None
 

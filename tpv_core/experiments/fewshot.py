@@ -32,6 +32,7 @@ from tpv_core.experiments.common import (
 from tpv_core.prompts import TaskPromptVector
 from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task, load_split
+from tpv_core.tasks import k_shot as sample_k_shot
 from tpv_core.training import TrainConfig, task_key, tune_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,9 +92,12 @@ def run_fewshot(
     batch_size: int = 32,
     progress: ProgressFn | None = None,
     on_run: Callable[[FewshotProgress], None] | None = None,
+    strict_ks: bool = False,
 ) -> ExperimentResult:
     """Run (or resume) the few-shot grid: every common origin seed x init x k; ``progress`` gets messages,
-    ``on_run`` structured :class:`FewshotProgress` after every run."""
+    ``on_run`` structured :class:`FewshotProgress` after every run. ``strict_ks``: a k above the target's
+    training rows is an error (the CLI's explicit ``--k``); otherwise it is capped to them (the default list
+    reaches 1000)."""
     out = Path(out_dir)
     tgt = get_task(target, store.root)
     srcs = [get_task(s, store.root) for s in sources]
@@ -102,10 +106,24 @@ def run_fewshot(
         raise ValueError(f"unknown inits {sorted(unknown)}; choose from {', '.join(INITS)}")
     cfg = config or TrainConfig()
     notes = []
-    n_train = len(load_split(tgt, "train"))
+    train_rows = load_split(tgt, "train")
+    n_train = len(train_rows)
+    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or k < 0]
+    if bad:
+        raise ValueError(f"k must be whole numbers >= 0, got {bad}")
+    if strict_ks and any(k > n_train for k in ks):
+        raise ValueError(f"k={max(ks)} exceeds the {n_train} training rows of {tgt.name}; pass k values up to {n_train}")
     capped = sorted({min(int(k), n_train) for k in ks})
     if capped != sorted(set(int(k) for k in ks)):
         notes.append(f"k capped at the {n_train} training rows of {tgt.name}")
+    for k in capped:  # refuse up front, naming the k the caller asked for, what stratified sampling cannot give
+        if k:
+            try:
+                sample_k_shot(train_rows, k, 0, tgt)
+            except ValueError as exc:
+                asked = [a for a in ks if min(int(a), n_train) == k]
+                raise ValueError(f"k={asked[0]}" + (f" (capped to the {n_train} training rows)" if asked[0] != k else "")
+                                 + f" cannot be drawn from {tgt.name}: {exc}; choose a smaller k") from None
     src_prompts = task_prompts(store, backbone, srcs, seeds, "few-shot source")
     common = sorted(set.intersection(*(set(p) for p in src_prompts.values())))
     if not common:

@@ -38,6 +38,7 @@ class FewshotRequest:
     limit: int | None = None  # rows of the scored split
     batch_size: int = 32  # evaluation batch
     metadata: dict = field(default_factory=dict, compare=False)
+    strict_ks: bool = False  # True: a k above the target's training rows is an error, not capped
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))
@@ -76,4 +77,5 @@ def run_fewshot_request(backbone: "Backbone", request: FewshotRequest, *,
     return run_fewshot(backbone, PromptStore(request.store_root), request.target, list(request.sources),
                        request.out, ks=list(request.ks), seeds=list(request.seeds) if request.seeds else None,
                        inits=list(request.inits), config=request.config(), split=request.split,
-                       limit=request.limit, batch_size=request.batch_size, progress=progress, on_run=runs)
+                       limit=request.limit, batch_size=request.batch_size, progress=progress, on_run=runs,
+                       strict_ks=request.strict_ks)
