@@ -124,6 +124,8 @@ def iter_evaluate(
     running estimate arrives within about a second even on a slow backbone; the rest go in ``batch_size``."""
     if method not in METHODS:
         raise ValueError(f"unknown evaluation method {method!r}; one of {', '.join(METHODS)}")
+    if prompt is not None:
+        require_finite(prompt, f"the prompt to evaluate on {task.name}")
     if method == "generate" and backbone.family == "encoder":
         raise ValueError(f"{backbone.name} is an encoder: it cannot generate; use method='rank'")
     if prepared is None:
@@ -131,8 +133,6 @@ def iter_evaluate(
     elif prepared.backbone_name != backbone.name:
         raise ValueError(f"split was prepared for {prepared.backbone_name}, not {backbone.name}")
     labels = task.label_set()
-    if prompt is not None:
-        require_finite(prompt, f"the prompt to evaluate on {task.name}")
     p = None if prompt is None else prompt.detach().float().to(backbone.device)
     preds: list[int] = []
     invalid = 0
