@@ -80,15 +80,15 @@ class CheckpointPolicy:
         from tpv_core.atomic import atomic_write_bytes
 
         tensors: dict[str, torch.Tensor] = {
-            "prompt": state.prompt.detach().float().cpu().contiguous(),
-            "best": state.best.detach().float().cpu().contiguous(),
+            "prompt": state.prompt.detach().float().cpu().clone().contiguous(),
+            "best": state.best.detach().float().cpu().clone().contiguous(),
         }
         opt_state: dict[str, dict[str, Any]] = {}
         for pid, values in state.optimizer.get("state", {}).items():
             plain = {}
             for key, value in values.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
+                    tensors[f"opt.{pid}.{key}"] = value.detach().cpu().clone().contiguous()
                 else:
                     plain[key] = value
             opt_state[str(pid)] = plain

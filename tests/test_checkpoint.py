@@ -1,0 +1,118 @@
+"""Training checkpoints: a run killed (SIGKILL) right after a checkpoint resumes and ends exactly where an
+unbroken run with the same seed ends; `tpv train --resume` on a finished prompt changes nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from tpv_core.checkpoint import CheckpointError, CheckpointPolicy, TrainState, checkpoint_path
+from tpv_core.prompts import make_origin
+from tpv_core.tasks import get_task
+from tpv_core.training import TrainConfig, tune_prompt
+
+TASK = "sentences_yelp"
+CFG = dict(steps=8, batch_size=8, eval_every=3, eval_limit=16)
+KILL_AT = 4  # checkpoints at steps 2, 4, 6; validation at 3, 6, 8: the best prompt so far is in the checkpoint
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, minilm):
+    ckpt = tmp_path / "store" / "minilm-l6" / TASK / ".vocab5000-s0-L4.ckpt"
+    script = textwrap.dedent(f"""
+        import time
+        from tpv_core.backbones import load_backbone
+        from tpv_core.checkpoint import CheckpointPolicy
+        from tpv_core.prompts import make_origin
+        from tpv_core.tasks import get_task
+        from tpv_core.training import TrainConfig, tune_prompt
+
+        real_save = CheckpointPolicy.save
+
+        def save(self, state, identity):
+            path = real_save(self, state, identity)
+            print("checkpoint", state.step, flush=True)
+            if state.step >= {KILL_AT}:
+                time.sleep(600)  # killed here
+            return path
+
+        CheckpointPolicy.save = save
+        bb = load_backbone("minilm-l6", device="cpu")
+        origin = make_origin(bb, seed=0, length=4)
+        tune_prompt(bb, get_task({TASK!r}), origin, TrainConfig(**{CFG!r}),
+                    checkpoint=CheckpointPolicy({str(ckpt)!r}, every=2))
+        print("finished", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.strip() == f"checkpoint {KILL_AT}":
+                break
+        assert lines[-1] == f"checkpoint {KILL_AT}", lines
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert ckpt.is_file()
+    assert not [p for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")]  # atomic: no half-written file
+
+    origin = make_origin(minilm, seed=0, length=4)
+    task = get_task(TASK)
+    policy = CheckpointPolicy(ckpt, every=2, resume=True)
+    resumed = tune_prompt(minilm, task, origin, TrainConfig(**CFG), checkpoint=policy)
+    unbroken = tune_prompt(minilm, task, origin, TrainConfig(**CFG))
+    assert policy.saved_steps == [6]  # it continued from step 4, not from 0
+    assert resumed.prompt.metadata["steps"] == 8 and resumed.best_step == unbroken.best_step
+    # same batches, same optimizer state, same arithmetic: equal to float32 rounding (measured: identical)
+    assert torch.allclose(resumed.prompt.tensor, unbroken.prompt.tensor, rtol=0, atol=1e-6)
+    assert resumed.prompt.metrics == pytest.approx(unbroken.prompt.metrics, abs=1e-6)
+    assert resumed.history["loss"].tolist()[1:] == pytest.approx(unbroken.history["loss"].tolist()[1:], abs=1e-5)
+    print(f"\nmax |resumed - unbroken| = {float((resumed.prompt.tensor - unbroken.prompt.tensor).abs().max()):.3g}")
+
+
+def test_checkpoint_of_another_run_is_refused_or_ignored(tmp_path):
+    path = tmp_path / ".x.ckpt"
+    p = torch.zeros(2, 3)
+    CheckpointPolicy(path, every=1).save(TrainState(1, p, p, 0.5, 1, [{"step": 1, "loss": 0.3}], {"state": {},
+                                                                                                   "param_groups": []}),
+                                         {"task": "a", "config": {"lr": 0.1}})
+    with pytest.raises(CheckpointError, match="different run.*config"):
+        CheckpointPolicy(path, every=1, resume=True).restore({"task": "a", "config": {"lr": 0.2}})
+    assert CheckpointPolicy(path, every=1, resume=True, discard_mismatch=True).restore({"task": "b"}) is None
+    state = CheckpointPolicy(path, every=1, resume=True).restore({"task": "a", "config": {"lr": 0.1}})
+    assert state.step == 1 and state.history == [{"step": 1, "loss": 0.3}]
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
+        CheckpointPolicy(path, every=1, resume=True).restore({})
+    with pytest.raises(ValueError, match="interval"):
+        CheckpointPolicy(path, every=0)
+
+
+def test_cli_resume_on_a_finished_prompt_is_a_no_op(tmp_path, minilm, monkeypatch, capsys):
+    from tpv_core.cli import main
+    from tpv_core.cli import train_cmd
+
+    monkeypatch.setattr(train_cmd, "load_backbone_for_cli", lambda args: minilm)
+    store = tmp_path / "zoo"
+    argv = ["train", "--backbone", "minilm-l6", "--task", TASK, "--length", "4", "--steps", "4", "--eval-limit", "8",
+            "--batch-size", "4", "--store", str(store), "--checkpoint-every", "2"]
+    assert main(argv) == 0
+    path = store / "minilm-l6" / TASK / "vocab5000-s0-L4.safetensors"
+    before = path.read_bytes()
+    assert not checkpoint_path(path).exists()  # removed once the prompt is stored
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 0
+    assert "finished (4 of 4 steps)" in capsys.readouterr().err
+    assert path.read_bytes() == before
+    assert main(argv[:-4] + ["--steps", "6", "--store", str(store), "--resume"]) == 0  # more steps: continues
+    from tpv_core.store import load_prompt
+
+    assert load_prompt(path).metadata["steps"] == 6
