@@ -116,3 +116,43 @@ def test_cli_resume_on_a_finished_prompt_is_a_no_op(tmp_path, minilm, monkeypatc
     from tpv_core.store import load_prompt
 
     assert load_prompt(path).metadata["steps"] == 6
+
+
+def test_a_cancelled_app_job_continues_from_its_checkpoint(minilm, tmp_path, monkeypatch):
+    import time
+
+    from tpv_core import jobs
+    from tpv_core.store import PromptStore
+
+    monkeypatch.setattr(jobs, "CHECKPOINT_EVERY", 2)
+    restored: list = []
+    real_restore = CheckpointPolicy.restore
+
+    def spy(self, identity):
+        state = real_restore(self, identity)
+        restored.append(None if state is None else state.step)
+        return state
+
+    monkeypatch.setattr(CheckpointPolicy, "restore", spy)
+    cfg = TrainConfig(steps=60, batch_size=4, eval_every=20, eval_limit=8)
+    spec = jobs.TrainSpec("minilm-l6", (TASK,), (0,), str(tmp_path), cfg, length=4)
+    ckpt = checkpoint_path(PromptStore(tmp_path).path_for("minilm-l6", TASK, "vocab5000-s0-L4"))
+    q = jobs.JobQueue(loader=lambda name: minilm)
+    try:
+        job = q.submit(spec)
+        t0 = time.monotonic()
+        while q.get(job).step < 7 and time.monotonic() - t0 < 60:
+            time.sleep(0.02)
+        assert q.cancel(job) and q.wait(job, timeout=60).state == jobs.CANCELLED
+        assert ckpt.is_file()  # kept, so the job can continue
+        first = q.get(job).step
+        again = q.wait(q.submit(spec), timeout=120)
+        assert again.state == jobs.DONE, again.error
+    finally:
+        q.shutdown()
+    assert not ckpt.exists()  # removed once the prompt is stored
+    stored = PromptStore(tmp_path).load("minilm-l6", TASK, "vocab5000-s0-L4")
+    unbroken = tune_prompt(minilm, get_task(TASK), make_origin(minilm, seed=0, length=4), cfg)
+    assert first < 60 and stored.metadata["steps"] == 60
+    assert restored[0] is None and restored[1] >= 2 and restored[1] % 2 == 0  # the second job started mid-way
+    assert torch.allclose(stored.tensor, unbroken.prompt.tensor, rtol=0, atol=1e-6)
