@@ -74,7 +74,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     f"`tpv train --backbone {backbone.name} --task {task.name}` or pass --untuned"
                 )
             for oid in df["origin"]:
-                jobs.append(("tuned", oid, check_readout(store.load(backbone.name, task.name, oid), backbone, task).tensor))
+                try:
+                    stored = store.load(backbone.name, task.name, oid)
+                except StoreError as exc:  # e.g. a checksum mismatch: skip it, score the others
+                    print(f"skipped: {exc}", file=sys.stderr)
+                    skipped.append(str(exc))
+                    continue
+                jobs.append(("tuned", oid, check_readout(stored, backbone, task).tensor))
+            if not jobs:
+                raise StoreError(f"none of the stored {task.name} prompts for {backbone.name} can be read: {skipped[-1]}")
         for kind, oid, tensor in jobs:
             res = evaluate(backbone, task, tensor, prepared, batch_size=args.batch_size, method=args.method)
             rows_out.append({"task": task.name, "prompt": kind, "origin": oid, "split": args.split, "n": res.n,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -13,7 +14,7 @@ import pandas as pd
 
 from tpv_core.prompts import SoftPrompt
 from tpv_core.atomic import atomic_write_bytes, atomic_write_text
-from tpv_core.store import PromptStore
+from tpv_core.store import PromptStore, StoreError
 from tpv_core.readout import check_readout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,7 +93,12 @@ def stored_prompts(store: PromptStore, backbone: "Backbone", task: "TaskSpec",
     out: dict[int, SoftPrompt] = {}
     for seed, path in zip(df["seed"], df["path"]):
         if int(seed) not in out:
-            out[int(seed)] = check_readout(store.load(backbone.name, task.name, Path(path).stem), backbone, task)
+            try:
+                prompt = store.load(backbone.name, task.name, Path(path).stem)
+            except StoreError as exc:  # a damaged file: left out with a note, the other origins go on
+                warnings.warn(f"skipped: {exc}", stacklevel=2)
+                continue
+            out[int(seed)] = check_readout(prompt, backbone, task)
     return out
 
 
