@@ -291,3 +291,26 @@ def test_negative_row_limit_is_refused():
 
     with pytest.raises(ValueError, match="got -3"):
         shuffled_rows([{"a": 1}] * 5, -3)
+
+
+def test_eval_skips_a_damaged_prompt_and_scores_the_others(tmp_path, tiny_store, minilm, monkeypatch, capsys):
+    import shutil
+
+    from tpv_core.cli import evaluate_cmd
+
+    monkeypatch.setattr(evaluate_cmd, "load_backbone_for_cli", lambda args: minilm)
+    root = tmp_path / "zoo"
+    shutil.copytree(tiny_store.root, root)
+    damaged = root / "minilm-l6" / "sentences_yelp" / "vocab5000-s0-L4.safetensors"
+    blob = bytearray(damaged.read_bytes())
+    blob[-5] ^= 0x10
+    damaged.write_bytes(bytes(blob))
+    argv = ["eval", "--backbone", "minilm-l6", "--task", "sentences_yelp", "--store", str(root), "--limit", "8",
+            "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"skipped: {damaged}: field 'checksum'" in captured.err
+    assert [r["origin"] for r in json.loads(captured.out)["results"]] == ["vocab5000-s1-L4"]
+    (root / "minilm-l6" / "sentences_yelp" / "vocab5000-s1-L4.safetensors").unlink()
+    assert main(argv) == 2
+    assert "none of the stored sentences_yelp prompts for minilm-l6 can be read" in capsys.readouterr().err
