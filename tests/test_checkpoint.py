@@ -121,10 +121,11 @@ def test_cli_resume_on_a_finished_prompt_is_a_no_op(tmp_path, minilm, monkeypatc
 def test_a_cancelled_app_job_continues_from_its_checkpoint(minilm, tmp_path, monkeypatch):
     import time
 
-    from tpv_core import jobs
+    from tpv_core.app.job_bodies import submit_training
+    from tpv_core.app.jobs import CANCELLED, DONE, JobQueue
     from tpv_core.store import PromptStore
+    from tpv_core.workflows.train import TrainRequest
 
-    monkeypatch.setattr(jobs, "CHECKPOINT_EVERY", 2)
     restored: list = []
     real_restore = CheckpointPolicy.restore
 
@@ -135,19 +136,20 @@ def test_a_cancelled_app_job_continues_from_its_checkpoint(minilm, tmp_path, mon
 
     monkeypatch.setattr(CheckpointPolicy, "restore", spy)
     cfg = TrainConfig(steps=60, batch_size=4, eval_every=20, eval_limit=8)
-    spec = jobs.TrainSpec("minilm-l6", (TASK,), (0,), str(tmp_path), cfg, length=4)
+    request = TrainRequest("minilm-l6", (TASK,), (0,), str(tmp_path), cfg, length=4, checkpoint_every=2)
     ckpt = checkpoint_path(PromptStore(tmp_path).path_for("minilm-l6", TASK, "vocab5000-s0-L4"))
-    q = jobs.JobQueue(loader=lambda name: minilm)
+    q = JobQueue()
+    loader = lambda name: minilm  # noqa: E731
     try:
-        job = q.submit(spec)
+        job = submit_training(q, request, loader)
         t0 = time.monotonic()
         while q.get(job).step < 7 and time.monotonic() - t0 < 60:
             time.sleep(0.02)
-        assert q.cancel(job) and q.wait(job, timeout=60).state == jobs.CANCELLED
+        assert q.cancel(job) and q.wait(job, timeout=60).state == CANCELLED
         assert ckpt.is_file()  # kept, so the job can continue
         first = q.get(job).step
-        again = q.wait(q.submit(spec), timeout=120)
-        assert again.state == jobs.DONE, again.error
+        again = q.wait(submit_training(q, request, loader), timeout=120)
+        assert again.state == DONE, again.error
     finally:
         q.shutdown()
     assert not ckpt.exists()  # removed once the prompt is stored

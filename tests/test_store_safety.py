@@ -16,8 +16,9 @@ import torch
 from tpv_core.cli import main
 from tpv_core.combine import combine_prompt, lambda_search, merge
 from tpv_core.prompts import NonFiniteValueError, SoftPrompt, TaskPromptVector, make_origin
+from tpv_core.peft_io import export_peft
 from tpv_core.store import (ChecksumError, NonFiniteError, PromptExistsError, PromptStore, StoreLockedError,
-                            export_peft, load_prompt, read_metadata)
+                            load_prompt, read_metadata)
 from tpv_core.store_schema import meta_checksum
 
 EMB = torch.randn(6000, 16, generator=torch.Generator().manual_seed(0))
