@@ -83,7 +83,8 @@ def verify_store(root: str | Path, fix_missing: bool = False, stale_after_s: flo
             continue
         if age > stale_after_s:
             tmp.unlink(missing_ok=True)
-            items.append(VerifyItem(str(tmp), "removed-tmp", f"temp file of an interrupted save, {age / 60:.0f} min old"))
+            note = f"temp file of an interrupted save, {age / 60:.0f} min old"
+            items.append(VerifyItem(str(tmp), "removed-tmp", note))
     for ckpt in sorted(store.root.glob("*/*/.*.ckpt")):
         items.append(VerifyItem(str(ckpt), "checkpoint",
                                 "checkpoint of an interrupted training run; `tpv train ... --resume` continues it"))

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_arg(p)
     p.add_argument("--vector", nargs="+", required=True, metavar="TASK[:SEED]",
                    help="vectors to combine, e.g. mnli:0 qnli:0 (seed default: --origin)")
-    p.add_argument("--weights", nargs="*", type=finite_float, default=None, help="one weight per vector (default 1 each)")
+    p.add_argument("--weights", nargs="*", type=finite_float, default=None,
+                   help="one weight per vector (default 1 each)")
     p.add_argument("--method", default="sum", help="sum | ties | dare")
     p.add_argument("--origin", type=int, default=0, help="seed of the origin P0 the sum is applied to")
     p.add_argument("--eval", nargs="*", default=None, metavar="TASK", help="tasks to evaluate on (default: the vectors' tasks)")
@@ -60,9 +61,9 @@ def cmd_combine(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"origin seed {args.origin} not found among stored {first.name} prompts")
     origin = origin_prompts[args.origin].origin
     if args.save_as and not args.force and store.exists(bb.name, args.save_as.strip(), origin.id):
-        raise PromptExistsError(f"{store.path_for(bb.name, args.save_as.strip(), origin.id)}: the store already holds "
-                                f"{args.save_as!r} from origin {origin.id}; pass --force to replace it or choose "
-                                "another --save-as name")  # said before anything is evaluated
+        target = store.path_for(bb.name, args.save_as.strip(), origin.id)
+        raise PromptExistsError(f"{target} exists: the store already holds {args.save_as!r} from origin {origin.id}; "
+                                "pass --force to replace it or choose another --save-as name")  # before evaluating
     singles = {}
     for p in prompts:  # each vector's own tuned prompt, for comparison
         singles.setdefault(p.task, p)
