@@ -158,3 +158,42 @@ def test_a_cancelled_app_job_continues_from_its_checkpoint(minilm, tmp_path, mon
     assert first < 60 and stored.metadata["steps"] == 60
     assert restored[0] is None and restored[1] >= 2 and restored[1] % 2 == 0  # the second job started mid-way
     assert torch.allclose(stored.tensor, unbroken.prompt.tensor, rtol=0, atol=1e-6)
+
+
+def test_tpv_train_killed_mid_run_resumes_from_its_checkpoint(tmp_path, minilm, monkeypatch, capsys):
+    """The command itself: `tpv train` killed (SIGKILL) once a checkpoint is on disk; `tpv train --resume`
+    continues it and stores the prompt an unbroken `tpv train` stores."""
+    import time
+    from pathlib import Path
+
+    from tpv_core.cli import main, train_cmd
+    from tpv_core.store import PromptStore
+
+    root = Path(__file__).resolve().parent.parent
+    killed, unbroken = tmp_path / "killed", tmp_path / "unbroken"
+    args = ["train", "--backbone", "minilm-l6", "--task", TASK, "--length", "4", "--steps", "40", "--batch-size", "4",
+            "--eval-every", "10", "--eval-limit", "8", "--checkpoint-every", "2"]
+    ckpt = checkpoint_path(PromptStore(killed).path_for("minilm-l6", TASK, "vocab5000-s0-L4"))
+    proc = subprocess.Popen([sys.executable, "-m", "tpv_core", *args, "--store", str(killed)], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert ckpt.exists(), "the run ended before its first checkpoint"
+    assert not (killed / "minilm-l6" / TASK / "vocab5000-s0-L4.safetensors").exists()
+
+    monkeypatch.setattr(train_cmd, "load_backbone_for_cli", lambda a: minilm)
+    capsys.readouterr()
+    assert main([*args, "--store", str(killed), "--resume"]) == 0
+    assert f"continue {TASK}/vocab5000-s0-L4 from the checkpoint" in capsys.readouterr().err
+    assert not ckpt.exists()
+    assert main([*args, "--store", str(unbroken)]) == 0
+    a = PromptStore(killed).load("minilm-l6", TASK, "vocab5000-s0-L4")
+    b = PromptStore(unbroken).load("minilm-l6", TASK, "vocab5000-s0-L4")
+    assert a.metadata["steps"] == b.metadata["steps"] == 40
+    assert torch.allclose(a.tensor, b.tensor, rtol=0, atol=1e-6) and a.metrics == pytest.approx(b.metrics, abs=1e-6)

@@ -79,7 +79,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if it.action in (RETRAIN, RESUME) and it.reason:
                 print(f"{it.action} {it.task.name}/{it.origin.id}: {it.reason}", file=sys.stderr)
             ckpt = checkpoint_path(store.path_for(backbone.name, it.task.name, it.origin.id))
-            if ckpt.exists() and not args.resume and args.checkpoint_every:
+            if ckpt.exists() and args.checkpoint_every and args.resume:
+                print(f"continue {it.task.name}/{it.origin.id} from the checkpoint of an interrupted run ({ckpt})",
+                      file=sys.stderr)
+            elif ckpt.exists() and args.checkpoint_every:
                 print(f"note: {it.task.name}/{it.origin.id} has a checkpoint from an interrupted run ({ckpt}); "
                       "starting over (pass --resume to continue it)", file=sys.stderr)
             bar = bars[e.index] = progress_bar(steps, f"{it.task.name} {it.origin.id}")
