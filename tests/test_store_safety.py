@@ -315,3 +315,17 @@ def test_eval_skips_a_damaged_prompt_and_scores_the_others(tmp_path, tiny_store,
     (root / "minilm-l6" / "sentences_yelp" / "vocab5000-s1-L4.safetensors").unlink()
     assert main(argv) == 2
     assert "none of the stored sentences_yelp prompts for minilm-l6 can be read" in capsys.readouterr().err
+
+
+def test_a_stored_prompt_of_another_width_is_refused_for_a_backbone():
+    from types import SimpleNamespace
+
+    from tpv_core.prompts import PromptMismatchError
+    from tpv_core.tasks import get_task
+    from tpv_core.training import check_readout
+
+    narrow = SimpleNamespace(name="toy", dim=8, readout=lambda task: "descriptions")
+    with pytest.raises(PromptMismatchError, match="4 x 16 prompt.*width 8"):
+        check_readout(prompt(), narrow, get_task("sst2"))
+    wide = SimpleNamespace(name="toy", dim=16, readout=lambda task: "descriptions")
+    assert check_readout(prompt(), wide, get_task("sst2")).dim == 16
