@@ -322,7 +322,7 @@ def test_a_stored_prompt_of_another_width_is_refused_for_a_backbone():
 
     from tpv_core.prompts import PromptMismatchError
     from tpv_core.tasks import get_task
-    from tpv_core.training import check_readout
+    from tpv_core.readout import check_readout
 
     narrow = SimpleNamespace(name="toy", dim=8, readout=lambda task: "descriptions")
     with pytest.raises(PromptMismatchError, match="4 x 16 prompt.*width 8"):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from tpv_core.prompts import require_finite
+from tpv_core.finite import require_finite
 from tpv_core.tasks import compute_metrics, load_split, text_to_label
 from tpv_core.tasks.data import shuffled_rows
 

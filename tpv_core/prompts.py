@@ -14,42 +14,18 @@ combination such as ``0.5*mnli + 0.5*qnli``.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import torch
+
+from tpv_core.finite import NonFiniteValueError, require_finite, require_finite_number  # noqa: F401 (re-exported)
 
 ORIGIN_KINDS = ("vocab", "normal", "uniform")
 
 
 class PromptMismatchError(ValueError):
     """Two prompts or vectors that cannot be combined (backbone, shape or origin disagree)."""
-
-
-class NonFiniteValueError(ValueError):
-    """A weight, coefficient, lambda or prompt value that is NaN or infinite."""
-
-
-def require_finite_number(value: Any, what: str) -> float:
-    """``value`` as a float, or a `NonFiniteValueError` naming ``what`` and the value given."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise NonFiniteValueError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise NonFiniteValueError(f"{what} must be a finite number, got {value!r}")
-    return x
-
-
-def require_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:
-    """``tensor``, unless it holds NaN or infinity: then a `NonFiniteValueError` naming ``what``. A prompt
-    with a non-finite value is never evaluated, saved or exported."""
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise NonFiniteValueError(f"{what} holds {bad} NaN or infinite value(s) (out of {tensor.numel()}); check the "
-                                  "weights and coefficients that made it")
-    return tensor
 
 
 class EmbeddingSource(Protocol):
