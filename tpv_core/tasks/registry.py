@@ -4,7 +4,8 @@ registered under a store root.
 Custom-task persistence lives here, on top of reading (`tpv_core.tasks.custom`) and loading
 (`tpv_core.tasks.data`): `register_custom_task` writes the spec and a normalised copy of the data under
 ``<root>/_tasks/<name>/`` (``spec.json``, ``train/validation/test.jsonl``; atomic writes, spec last), so
-`get_task(name, root)` and `load_split` find it after a restart. The modules import downwards only:
+`get_task(name, root)` and `load_split` find it after a restart; a registered name is redefined (other
+labels, settings or data) only with ``replace=True``. The modules import downwards only:
 spec <- custom <- data <- registry.
 """
 
