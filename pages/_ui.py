@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +17,8 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
+from pages import _state
+from pages._state import keep, snapshot
 from tpv_core.app import appstate
 from tpv_core.app.appstate import ModelCache
 from tpv_core.app.jobs import JobQueue
@@ -30,8 +33,6 @@ APP_DIR = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------------------------------
 def init_session() -> None:
     ss = st.session_state
-    if "store_root" not in ss:
-        ss["store_root"] = appstate.default_store_root()
     if "results_dir" not in ss:
         ss["results_dir"] = appstate.default_results_dir(APP_DIR)
     ss.setdefault("my_jobs", [])
@@ -56,15 +57,21 @@ def _leave_v1_pages_mode() -> None:
             st.rerun()
 
 
-def page_setup() -> None:
-    """First call of every page: session defaults, the run's start time, the shared sidebar."""
+def page_setup(title: str | None = None) -> None:
+    """First call of every page: remembered choices restored, session defaults, the run's start time, the
+    shared sidebar (store root, kept in session state and in the URL), then the page title with the store it
+    reads and writes."""
     _leave_v1_pages_mode()
     st.session_state["_run_started"] = time.perf_counter()  # Combine reports its first-estimate latency from here
+    snapshot()  # the widgets' latest values, before Streamlit forgets those of the page just left
     init_session()
     umap_warmup()
+    default_root = appstate.default_store_root()
     with st.sidebar:
-        st.text_input("Store root", key="store_root",
-                      help="folder of stored prompts: <root>/<backbone>/<task>/<origin>.safetensors")
+        st.text_input("Store root", key=keep(_state.STORE_KEY, lambda: _state.initial_store_root(default_root)),
+                      help="folder of stored prompts: <root>/<backbone>/<task>/<origin>.safetensors; kept across "
+                           "pages and in the URL (?store=...)")
+        _state.sync_store_url(store_root(), default_root)
         if not Path(store_root()).is_dir():
             st.caption("This folder does not exist yet; training or importing creates it.")
         active = job_queue().active()
@@ -74,6 +81,9 @@ def page_setup() -> None:
         loaded = model_cache().loaded()
         if loaded:
             st.caption("Models loaded: " + ", ".join(loaded))
+    if title:
+        st.title(title)
+        st.caption(f":material/folder_open: Store: `{store_root()}`")
 
 
 def store_root() -> str:
@@ -103,14 +113,35 @@ def job_queue() -> JobQueue:
     return JobQueue()
 
 
+WARMUP_DELAY_S = 20.0  # the warm-up waits this long (or until the Projection page asks) before importing UMAP
+
+
+@st.cache_resource(show_spinner=False)
+def _umap_go() -> threading.Event:
+    return threading.Event()
+
+
 @st.cache_resource(show_spinner=False)
 def umap_warmup() -> Warmup | None:
-    """Start UMAP's JIT warm-up once per process, in the background (None if projection is absent)."""
+    """Start UMAP's JIT warm-up once per process, in the background (None when switched off). It waits
+    ``WARMUP_DELAY_S`` seconds first, or until the Projection page calls :func:`umap_now`, so that importing
+    torch, numba and UMAP does not compete with the app's first page (launch to the first Library table)."""
     if os.environ.get("TPV_NO_WARMUP"):
         return None
-    from tpv_core import projection
+    go = _umap_go()
 
-    return Warmup(projection.warm_umap, name="umap-warmup").start()
+    def warm() -> None:
+        go.wait(WARMUP_DELAY_S)
+        from tpv_core import projection
+
+        projection.warm_umap()
+
+    return Warmup(warm, name="umap-warmup").start()
+
+
+def umap_now() -> None:
+    """The Projection page needs UMAP: end the warm-up's start delay."""
+    _umap_go().set()
 
 
 def backbone(name: str):
@@ -166,11 +197,12 @@ def selection_filters(df: pd.DataFrame, prefix: str, backbone_label: str = "Back
     (``source == "combination"``) offered but not preselected), remembered per store root under ``{prefix}_bbs`` etc."""
     c1, c2, c3 = st.columns(3)
     backbones = sorted(df["backbone"].unique())
-    bbs = c1.multiselect(backbone_label, backbones, default=backbones, key=root_key(f"{prefix}_bbs"))
+    bbs = c1.multiselect(backbone_label, backbones, key=keep(root_key(f"{prefix}_bbs"), backbones, options=backbones))
+    all_tasks = sorted(df["task"].unique())
     real_tasks = sorted(df.loc[df["source"] != "combination", "task"].unique())
-    tasks = c2.multiselect("Tasks", sorted(df["task"].unique()), default=real_tasks, key=root_key(f"{prefix}_tasks"))
+    tasks = c2.multiselect("Tasks", all_tasks, key=keep(root_key(f"{prefix}_tasks"), real_tasks, options=all_tasks))
     origins = sorted(df["origin"].unique())
-    chosen = c3.multiselect("Origins", origins, default=origins, key=root_key(f"{prefix}_origins"))
+    chosen = c3.multiselect("Origins", origins, key=keep(root_key(f"{prefix}_origins"), origins, options=origins))
     return bbs, tasks, chosen
 
 
@@ -204,21 +236,47 @@ def prepared_split(bb_name: str, task_name: str, split: str, limit: int | None, 
     return prepare_split(bb, get_task(task_name, root), split, limit=limit)
 
 
+@st.cache_resource(show_spinner=False)
+def score_cache():
+    """Scores of stored prompts, kept on disk across app restarts (``$TPV_CACHE_DIR/scores.json``)."""
+    from tpv_core.evaluation import ScoreCache
+
+    return ScoreCache()
+
+
+def cached_prompt_score(bb_name: str, path: str, task_name: str, split: str, limit: int | None) -> dict | None:
+    """A stored prompt's score if it was computed before (this process or an earlier one), else None."""
+    try:
+        return score_cache().get(score_cache().key(backbone=bb_name, prompt_path=path, task=task_name, split=split,
+                                                   limit=limit))
+    except OSError:
+        return None
+
+
 @st.cache_data(show_spinner=False, max_entries=2048)
 def prompt_score(bb_name: str, path: str, mtime_ns: int, task_name: str, split: str, limit: int | None,
                  root: str) -> dict[str, float]:
-    """Metrics of a stored prompt on a split (cached per file version); a prompt scored on its own task must
-    have been tuned under the readout the backbone uses for it (`check_readout`)."""
+    """Metrics of a stored prompt on a split (cached per file version, on disk too); a prompt scored on its
+    own task must have been tuned under the readout the backbone uses for it (`check_readout`)."""
     from tpv_core.evaluation import evaluate
     from tpv_core.training import check_readout
 
+    got = cached_prompt_score(bb_name, path, task_name, split, limit)
+    if got is not None:
+        return got
     bb = model_cache().get(bb_name)
     prep = prepared_split(bb_name, task_name, split, limit, root)
     prompt = prompt_at(path)
     if prompt.task == task_name:
         check_readout(prompt, bb, prep.task)
-    res = evaluate(bb, prep.task, prompt.tensor, prep)
-    return {"main": res.main, "n": res.n, **res.metrics}
+    res = evaluate(bb, prep.task, prompt.tensor, prep, batch_size=16)
+    out = {"main": res.main, "n": res.n, **res.metrics}
+    try:
+        cache = score_cache()
+        cache.put(cache.key(backbone=bb_name, prompt_path=path, task=task_name, split=split, limit=limit), out)
+    except OSError:
+        pass
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,15 +350,13 @@ def fmt_s(seconds: float | None) -> str:
 
 
 def selected_backbone(df: pd.DataFrame, key: str, label: str = "Backbone", container: Any = st) -> str | None:
-    """A backbone picker over the backbones the store holds, remembered per session."""
+    """A backbone picker over the backbones the store holds, remembered per page and session."""
     names = sorted(df["backbone"].unique()) if not df.empty else []
     if not names:
         return None
-    pref = st.session_state.get("backbone")
-    index = names.index(pref) if pref in names else 0
-    name = container.selectbox(label, names, index=index, key=key)
-    st.session_state["backbone"] = name
-    return name
+    default = "minilm-l6" if "minilm-l6" in names else names[0]  # the embedded offline default
+    # one choice per page, remembered per page: a backbone picked on Combine does not follow to Train
+    return container.selectbox(label, names, key=keep(key, default, options=names))
 
 
 def run_with(fn: Callable[[], Any], what: str) -> Any:

@@ -7,15 +7,15 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
+from pages._state import follow, keep
 from tpv_core import combine, peft_io
 from tpv_core.app import appstate
-from tpv_core.evaluation import interleaved_evaluation
+from tpv_core.evaluation import interleaved_evaluation, metric_interval
 from tpv_core.prompts import PromptMismatchError
 from tpv_core.workflows.combination import combine_prompts, save_combination
 from tpv_core.tasks import is_builtin, list_tasks
 
-ui.page_setup()
-st.title("Combine task prompt vectors")
+ui.page_setup("Combine task prompt vectors")
 root, df = ui.store_or_stop()
 
 # ---------------------------------------------------------------------------------------- choices
@@ -23,29 +23,31 @@ c1, c2, c3 = st.columns([1, 1, 1])
 bb_name = ui.selected_backbone(df, key="cmb_bb", container=c1)
 dfb = df[df["backbone"] == bb_name]
 origins = sorted(dfb["origin"].unique(), key=lambda o: (dfb.loc[dfb["origin"] == o, "seed"].iloc[0], o))
-origin_id = c2.selectbox("Origin P0", origins, key=ui.root_key(f"cmb_origin_{bb_name}"),
+origin_id = c2.selectbox("Origin P0", origins, key=keep(ui.root_key(f"cmb_origin_{bb_name}"), origins[0], options=origins),
                          help="the stored origin the sum is applied to")
 methods = list(combine.MERGE_METHODS)
-method = c3.selectbox("Method", methods, index=methods.index("sum") if "sum" in methods else 0, key="cmb_method",
+method = c3.selectbox("Method", methods, key=keep("cmb_method", "sum" if "sum" in methods else methods[0], options=methods),
                       help="sum: P0 + Σ wᵢ τᵢ (the paper); others are merge methods over the weighted vectors")
 
 vec_rows = {f"{r.task} · {r.origin}": r for r in dfb.itertuples()}
 same_origin = [k for k, r in vec_rows.items() if r.origin == origin_id and r.source != "combination"]
-vectors_sel = st.multiselect("Task prompt vectors", list(vec_rows), default=same_origin[:2],
-                             key=ui.root_key(f"cmb_vecs_{bb_name}_{origin_id}"),  # each origin remembers its own choice
+vectors_sel = st.multiselect("Task prompt vectors", list(vec_rows),  # each origin remembers its own choice
+                             key=keep(ui.root_key(f"cmb_vecs_{bb_name}_{origin_id}"), same_origin[:2], options=list(vec_rows)),
                              help="τ = P − P0 of stored prompts; vectors from another origin are allowed "
                                   "(cross-origin) when their shapes match")
 known_tasks = [t.name for t in list_tasks(root)]
 vec_tasks = [vec_rows[v].task for v in vectors_sel]
 default_eval = [t for t in dict.fromkeys(vec_tasks) if t in known_tasks]
 c1, c2 = st.columns([3, 1])
-eval_tasks = c1.multiselect("Evaluate on", known_tasks, default=default_eval, key=ui.root_key(f"cmb_eval_{bb_name}"))
+eval_key = ui.root_key(f"cmb_eval_{bb_name}")
+follow(eval_key, default_eval)  # follows the chosen vectors' tasks until the user edits it
+eval_tasks = c1.multiselect("Evaluate on", known_tasks, key=keep(eval_key, default_eval, options=known_tasks),
+                            help="follows the chosen vectors' tasks until you change it")
 ROW_CHOICES = ["all", 500, 200, 100, 50]
 env_rows = appstate.default_combine_rows()  # $TPV_COMBINE_ROWS: a smaller default for slow machines
 if env_rows not in ROW_CHOICES:
     ROW_CHOICES.append(env_rows)
-limit_choice = c2.selectbox("Validation rows", ROW_CHOICES, key="cmb_limit",
-                            index=ROW_CHOICES.index(env_rows) if env_rows in ROW_CHOICES else 0,
+limit_choice = c2.selectbox("Validation rows", ROW_CHOICES, key=keep("cmb_limit", env_rows, options=ROW_CHOICES),
                             help="the estimate refines batch by batch up to this many rows of each task's "
                                  "(shuffled) validation split")
 limit = None if limit_choice == "all" else int(limit_choice)
@@ -59,8 +61,8 @@ weights = []
 cols = st.columns(min(len(vectors_sel), 4))
 for i, label in enumerate(vectors_sel):
     r = vec_rows[label]
-    w = cols[i % len(cols)].slider(label, min_value=-1.0, max_value=2.0, value=1.0, step=0.05,
-                                   key=f"w_{bb_name}_{r.task}_{r.origin}")
+    w = cols[i % len(cols)].slider(label, min_value=-1.0, max_value=2.0, step=0.05,
+                                   key=keep(f"w_{bb_name}_{r.task}_{r.origin}", 1.0))
     weights.append(float(w))
 
 try:
@@ -71,7 +73,9 @@ try:
 except (PromptMismatchError, ValueError) as exc:
     ui.error_box(exc, "cannot combine these vectors")
     st.stop()
-st.caption(f"`P = {combo.label}` · ‖τ‖ = {combo.tau.norm():.3f} · L={origin.length}, d={origin.dim}")
+st.code(f"P = {combo.label}", language=None)  # literal text: no Markdown italics, each term with its origin
+st.caption(f"‖τ‖ = {combo.tau.norm():.3f} · L={origin.length}, d={origin.dim} · task[sN]: the vector of that "
+           "task tuned from origin seed N")
 
 # ---------------------------------------------------------------------------------------- live evaluation
 try:
@@ -82,23 +86,44 @@ except Exception as exc:  # noqa: BLE001 - e.g. a hub model while offline, a mis
 status = st.empty()
 table = st.empty()
 singles = {t: dfb[(dfb["task"] == t) & (dfb["origin"] == origin_id)] for t in eval_tasks}
+SURE_ROWS = 100  # below this many rows an estimate is shown grey, with its interval
+
+
+def single_path(t: str) -> str | None:
+    return None if singles[t].empty else singles[t].iloc[0]["path"]
 
 
 def render(results: dict, single_scores: dict) -> pd.DataFrame:
     rows = []
     for t in eval_tasks:
         res = results.get(t)
+        lo, hi = (None, None) if res is None else res.get("ci", (None, None))
         rows.append({
             "task": t,
             "combined": None if res is None else res["main"],
+            "95% interval": "–" if lo is None or lo != lo else f"{lo:.3f} – {hi:.3f}",
             "rows scored": "–" if res is None else f"{res['n']}/{res['total']}",
             "single-task (same origin)": single_scores.get(t),
+            "_n": 0 if res is None else res["n"],
+            "_final": res is not None and res["n"] >= res["total"],
         })
     out = pd.DataFrame(rows)
     out["Δ vs single"] = out["combined"] - out["single-task (same origin)"]
-    table.dataframe(out, hide_index=True, width="stretch",
-                    column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                   for c in ("combined", "single-task (same origin)", "Δ vs single")})
+    shown = out.drop(columns=["_n", "_final"])
+    grey = [(n < SURE_ROWS and not fin) for n, fin in zip(out["_n"], out["_final"], strict=True)]
+    styled = shown.style.apply(lambda r: ["color: #9aa0a6" if grey[r.name] else "" for _ in r], axis=1)
+    styled = styled.format({c: (lambda v: "–" if v is None or v != v else f"{v:.3f}")
+                            for c in ("combined", "single-task (same origin)", "Δ vs single")})
+    table.dataframe(styled, hide_index=True, width="stretch")
+    return shown
+
+
+def with_interval(prep, res) -> dict:
+    """The running result as a dict with a 95% interval over the rows scored so far (Wilson for accuracy,
+    a bootstrap otherwise)."""
+    out = {"main": res.main, "n": res.n, "total": res.total, **res.metrics}
+    out["ci"] = metric_interval(prep.task, res.predictions, res.scored_rows(prep.rows),
+                                n_boot=20 if res.partial else 100)
     return out
 
 
@@ -108,7 +133,13 @@ else:
     key = (bb_name, origin_id, tuple(vec_rows[v].path for v in vectors_sel), tuple(weights), method,
            tuple(eval_tasks), limit, root)
     cache = st.session_state.setdefault("combo_cache", {})
+    # single-task scores first, from the caches (this process, then the disk): no evaluation here
     single_scores: dict = {}
+    for t in eval_tasks:
+        if (path := single_path(t)) is not None:
+            got = ui.cached_prompt_score(bb_name, path, t, "validation", limit)
+            if got is not None:
+                single_scores[t] = got["main"]
     if key in cache:
         results = cache[key]
     else:
@@ -119,14 +150,14 @@ else:
             total = sum(len(p) for p in prepared.values())
             first = None
             for name, res in interleaved_evaluation(bb, combined, prepared, batch_size=16):
-                results[name] = {"main": res.main, "n": res.n, "total": res.total, **res.metrics}
+                results[name] = with_interval(prepared[name], res)
                 render(results, single_scores)
                 done = sum(r["n"] for r in results.values())
                 if first is None:
                     first = time.perf_counter() - t_run
                     st.session_state["combine_first_estimate_s"] = first
                 status.caption(f":material/hourglass_top: estimating… {done}/{total} validation rows "
-                               f"(first estimate after {first:.2f} s)")
+                               f"(first estimate after {first:.2f} s; grey = fewer than {SURE_ROWS} rows)")
             full = time.perf_counter() - t_run
             st.session_state["combine_full_s"] = full
         except Exception as exc:  # noqa: BLE001
@@ -136,17 +167,18 @@ else:
             cache.pop(next(iter(cache)))
         cache[key] = {**results, "_timing": {"first_s": first, "full_s": full}}
         results = cache[key]
-    # single-task prompts from the same origin (cached per file; the first time costs one evaluation each)
-    status.caption(":material/hourglass_top: scoring the single-task prompts for comparison…")
-    for t in eval_tasks:
-        if not singles[t].empty:
-            path = singles[t].iloc[0]["path"]
-            sc = ui.run_with(lambda path=path, t=t: ui.prompt_score(bb_name, path, os.stat(path).st_mtime_ns, t,
-                                                                    "validation", limit, root),
-                             f"scoring the single-task {t} prompt")
-            if sc is not None:
-                single_scores[t] = sc["main"]
-    out = render(results, single_scores)
+    # single-task prompts not cached yet: scored once each (then cached in this process and on disk)
+    missing = [t for t in eval_tasks if t not in single_scores and single_path(t) is not None]
+    if missing:
+        status.caption(":material/hourglass_top: scoring the single-task prompts for comparison (once; cached)…")
+    for t in missing:
+        path = single_path(t)
+        sc = ui.run_with(lambda path=path, t=t: ui.prompt_score(bb_name, path, os.stat(path).st_mtime_ns, t,
+                                                                "validation", limit, root),
+                         f"scoring the single-task {t} prompt")
+        if sc is not None:
+            single_scores[t] = sc["main"]
+    out = render({k: v for k, v in results.items() if k != "_timing"}, single_scores)
     timing = results.get("_timing", {})
     total = sum(r["total"] for k, r in results.items() if k != "_timing")
     msg = (f":material/check: full validation split: {total} rows" if limit is None

@@ -8,11 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
+from pages._state import keep
 from tpv_core import plots
 from tpv_core.app.jobs import FAILED, QUEUED, RUNNING
 
-ui.page_setup()
-st.title("Few-shot initialisation")
+ui.page_setup("Few-shot initialisation")
 st.caption("A target task tuned on k examples from different initialisations with one budget: random P0, a source "
            "task's prompt (SPoT), a multi-task prompt, or P0 + the sum of the sources' task prompt vectors (TPV).")
 root = ui.store_root()
@@ -54,23 +54,59 @@ def read_upload(files) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
 tab_results, tab_run = st.tabs(["Results", "Run"])
 
 # ---------------------------------------------------------------------------------------- results
+BUNDLED = {f"bundled: {d.name}": d for d in sorted((ui.APP_DIR / "docs" / "results").glob("*"))
+           if (d / RUNS).is_file() or (d / SUMMARY).is_file()}
+
+
+def metric_of(target: str, runs: pd.DataFrame | None) -> str:
+    """The metric the scores are in: the runs table's ``metric`` column, else the task's headline metric."""
+    if runs is not None and "metric" in runs.columns:
+        got = runs.loc[runs["target"] == target, "metric"].dropna().unique()
+        if len(got) == 1:
+            return str(got[0])
+    try:
+        from tpv_core.tasks import get_task
+
+        return get_task(target, root).metrics[0]
+    except Exception:  # noqa: BLE001 - an unknown custom task: say "score"
+        return "score"
+
+
 with tab_results:
-    st.session_state.setdefault("fs_dir", str(Path(st.session_state["results_dir"]) / "fewshot"))
     if "fs_dir_next" in st.session_state:  # a finished run points the results view at its folder
-        st.session_state["fs_dir"] = st.session_state.pop("fs_dir_next")
-    c1, c2 = st.columns([2, 1])
-    folder = Path(c1.text_input("Results folder", key="fs_dir",
-                                help=f"a folder written by `tpv experiment fewshot --out ...` ({RUNS}, {SUMMARY})"))
-    uploads = c2.file_uploader("…or upload the CSVs", type=["csv"], accept_multiple_files=True, key="fs_upload")
-    summary, runs = read_upload(uploads) if uploads else read_results(folder)
+        st.session_state["_kept"]["fs_dir"] = st.session_state.pop("fs_dir_next")
+        st.session_state["_kept"]["fs_source"] = "results folder"
+    own = Path(st.session_state["results_dir"]) / "fewshot"
+    has_own = (own / RUNS).is_file() or (own / SUMMARY).is_file()
+    sources = [*BUNDLED, "results folder", "upload"]
+    default_source = "results folder" if has_own or not BUNDLED else next(iter(BUNDLED))
+    source = st.radio("Results", sources, horizontal=True, key=keep("fs_source", default_source, options=sources),
+                      help="bundled: the few-shot results shipped in docs/results (shown at once); results folder: "
+                           "what `tpv experiment fewshot --out ...` or the Run tab wrote; upload: its CSVs")
+    if source == "upload":
+        uploads = st.file_uploader("Few-shot CSVs", type=["csv"], accept_multiple_files=True, key="fs_upload")
+        folder = Path("upload")
+        summary, runs = read_upload(uploads) if uploads else (None, None)
+    elif source == "results folder":
+        folder = Path(st.text_input("Results folder", key=keep("fs_dir", str(own)),
+                                    help=f"a folder written by `tpv experiment fewshot --out ...` ({RUNS}, {SUMMARY})"))
+        summary, runs = read_results(folder)
+    else:
+        folder = BUNDLED[source]
+        summary, runs = read_results(folder)
+        st.caption(f"Shipped with the repository: `{folder.relative_to(ui.APP_DIR)}` (see docs/REPRODUCTION.md for "
+                   "the command that regenerates it).")
     if summary is None or summary.empty:
         st.info(f"No few-shot results in `{folder}` yet: run the experiment in the **Run** tab, with "
-                "`tpv experiment fewshot`, or upload its CSVs.", icon=":material/info:")
+                "`tpv experiment fewshot`, upload its CSVs, or look at the bundled results.", icon=":material/info:")
     else:
         targets = list(dict.fromkeys(summary["target"]))
-        target = st.selectbox("Target task", targets, key="fs_target") if len(targets) > 1 else targets[0]
+        target = (st.selectbox("Target task", targets, key=keep("fs_target", targets[0], options=targets))
+                  if len(targets) > 1 else targets[0])
         sub = summary[summary["target"] == target].sort_values(["init", "k"])
-        fig = plots.fewshot_curve(sub)
+        metric = metric_of(target, runs)
+        fig = plots.fewshot_curve(sub, title=f"Few-shot {target}: test {metric} against k, per initialisation "
+                                             "(95% intervals over origins)", metric=metric)
         st.plotly_chart(fig, width="stretch", key="fs_chart")
         ui.export_buttons(fig, sub, f"fewshot_{target}", key="fs_export")
         st.dataframe(sub, hide_index=True, width="stretch",
@@ -100,25 +136,26 @@ with tab_run:
         stored = sorted(dfb["task"].unique())
         group = next((g for g in GROUPS.values() if set(g[0]) <= set(stored)), None)
         tgt_default = group[1][0] if group else next((t for t in all_tasks if t not in stored), all_tasks[0])
-        target = c2.selectbox("Target task", all_tasks, index=all_tasks.index(tgt_default), key="fs_run_target")
+        target = c2.selectbox("Target task", all_tasks, key=keep("fs_run_target", tgt_default, options=all_tasks))
         sources = c3.multiselect("Source tasks (stored prompts)", [t for t in stored if t != target],
-                                 default=[t for t in (group[0] if group else stored[:2]) if t != target],
-                                 key=ui.root_key("fs_sources"))
+                                 key=keep(ui.root_key(f"fs_sources_{target}"),
+                                          [t for t in (group[0] if group else stored[:2]) if t != target],
+                                          options=[t for t in stored if t != target]))
         c1, c2, c3, c4, c5 = st.columns(5)
-        ks = c1.multiselect("k (shots)", [0, 5, 10, 25, 50, 100, 250, 500, 1000], default=[0, 5, 10], key="fs_ks")
-        inits = c2.multiselect("Initialisations", list(INITS), default=["random", "spot", "tpv"], key="fs_inits",
+        ks = c1.multiselect("k (shots)", [0, 5, 10, 25, 50, 100, 250, 500, 1000], key=keep("fs_ks", [0, 5, 10]))
+        inits = c2.multiselect("Initialisations", list(INITS), key=keep("fs_inits", ["random", "spot", "tpv"], options=list(INITS)),
                                help="multitask tunes a prompt on the union of the sources first (slow) unless the "
                                     "store has one")
-        steps = int(c3.number_input("Steps per run", min_value=1, value=20, key="fs_steps"))
-        limit = int(c4.number_input("Test rows", min_value=16, value=200, step=16, key="fs_limit"))
-        val_rows = int(c5.number_input("Validation rows", min_value=8, value=64, step=8, key="fs_val",
+        steps = int(c3.number_input("Steps per run", min_value=1, key=keep("fs_steps", 20)))
+        limit = int(c4.number_input("Test rows", min_value=16, step=16, key=keep("fs_limit", 200)))
+        val_rows = int(c5.number_input("Validation rows", min_value=8, step=8, key=keep("fs_val", 64),
                                        help="scored twice per run to keep the best prompt"))
         seed_sets = [set(dfb.loc[dfb["task"] == s, "seed"]) for s in sources]
         seeds_avail = sorted(set.intersection(*seed_sets)) if seed_sets else []
-        seeds = st.multiselect("Origin seeds (common to the sources)", seeds_avail, default=seeds_avail[:2],
-                               key=ui.root_key("fs_seeds"))
-        out_dir = st.text_input("Output folder", value=str(Path(st.session_state["results_dir"]) / "fewshot"),
-                                key="fs_out", help="re-running resumes from its CSV")
+        seeds = st.multiselect("Origin seeds (common to the sources)", seeds_avail,
+                               key=keep(ui.root_key("fs_seeds"), seeds_avail[:2], options=seeds_avail))
+        out_dir = st.text_input("Output folder", key=keep("fs_out", str(Path(st.session_state["results_dir"]) / "fewshot")),
+                                help="re-running resumes from its CSV")
         request = FewshotRequest(target=target, sources=tuple(sources), out=out_dir, store_root=root, ks=tuple(ks),
                                  seeds=tuple(seeds), inits=tuple(inits), steps=steps, limit=limit, eval_limit=val_rows,
                                  eval_every=max(1, steps // 2))

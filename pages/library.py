@@ -4,11 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from tpv_core import peft_io
-from tpv_core.workflows.combination import VectorTerm, formula, read_combination
+from pages._state import keep
 
-ui.page_setup()
-st.title("Prompt library")
+ui.page_setup("Prompt library")
 if flash := st.session_state.pop("lib_flash", None):
     st.success(flash, icon=":material/check:")
 root = ui.store_root()
@@ -19,11 +17,11 @@ if df.empty:
     st.info(f"No prompts in `{root}` yet. Train some on the **Train** page, import a PEFT adapter below, "
             "or point the sidebar's store root at a folder of prompts.", icon=":material/info:")
 else:
-    metric_cols = [c for c in df.columns if c.startswith("metric_")]
     c1, c2, c3 = st.columns(3)
-    bbs = c1.multiselect("Backbone", sorted(df["backbone"].unique()), key=ui.root_key("lib_bb"))
-    tasks = c2.multiselect("Task", sorted(df["task"].unique()), key=ui.root_key("lib_task"))
-    seeds = c3.multiselect("Origin", sorted(df["origin"].unique()), key=ui.root_key("lib_origin"))
+    opts = {c: sorted(df[c].unique()) for c in ("backbone", "task", "origin")}
+    bbs = c1.multiselect("Backbone", opts["backbone"], key=keep(ui.root_key("lib_bb"), [], options=opts["backbone"]))
+    tasks = c2.multiselect("Task", opts["task"], key=keep(ui.root_key("lib_task"), [], options=opts["task"]))
+    seeds = c3.multiselect("Origin", opts["origin"], key=keep(ui.root_key("lib_origin"), [], options=opts["origin"]))
     view = df
     if bbs:
         view = view[view["backbone"].isin(bbs)]
@@ -31,20 +29,30 @@ else:
         view = view[view["task"].isin(tasks)]
     if seeds:
         view = view[view["origin"].isin(seeds)]
-    shown = view[["backbone", "task", "origin", *metric_cols, "steps", "wall_time_s", "length", "dim", "source",
-                  "created"]].rename(columns={c: c.removeprefix("metric_") for c in metric_cols})
+    # each prompt's own validation metric (val_pearson is STS-B's, val_accuracy a classifier's): one
+    # "metric" + "score" pair per row instead of a sparse column per metric full of empty cells
+    metric_cols = [c for c in df.columns if c.startswith("metric_")]
+    shown = view[["backbone", "task", "origin", "steps", "wall_time_s", "length", "dim", "source", "created"]].copy()
+    own = [next(((c, v) for c, v in row.items() if pd.notna(v)), ("", None)) for _, row in view[metric_cols].iterrows()]
+    shown.insert(3, "metric", [c.removeprefix("metric_") for c, _ in own])
+    shown.insert(4, "score", pd.to_numeric(pd.Series([v for _, v in own], index=view.index, dtype="object"),
+                                           errors="coerce"))
     shown["created"] = pd.to_datetime(shown["created"], errors="coerce", utc=True)
     st.dataframe(
         shown, hide_index=True, width="stretch",
         column_config={
             "created": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD HH:mm"),
             "wall_time_s": st.column_config.NumberColumn("train time (s)", format="%.0f"),
-            **{c.removeprefix("metric_"): st.column_config.NumberColumn(format="%.3f") for c in metric_cols},
+            "score": st.column_config.NumberColumn("val score", format="%.3f",
+                                                   help="the prompt's best validation score during training"),
         },
     )
-    n_bb, n_task, n_origin = df["backbone"].nunique(), df["task"].nunique(), df["origin"].nunique()
-    st.caption(f"{len(view)} of {len(df)} prompts · {n_bb} backbone(s), {n_task} task(s), {n_origin} origin(s) "
-               f"· `{root}`")
+    n_bb, n_task, n_origin = view["backbone"].nunique(), view["task"].nunique(), view["origin"].nunique()
+    st.caption(f"Shown: {len(view)} of {len(df)} prompts · {n_bb} backbone(s), {n_task} task(s), {n_origin} "
+               "origin(s) among the shown rows · val score: each task's own selection metric (metric column)")
+    st.caption("**Origin id**, e.g. `vocab5000-s0-L20`: how P0 was made. `vocab5000` = embeddings of tokens "
+               "sampled from the first 5,000 vocabulary ids (the paper; `normal` / `uniform`: random draws); "
+               "`s0` = seed 0; `L20` = prompt length 20 tokens. Prompts with the same origin id share P0.")
 if errors:
     with st.expander(f"{len(errors)} unreadable file(s) skipped", icon=":material/warning:"):
         for e in errors:
@@ -53,15 +61,20 @@ if errors:
 left, right = st.columns(2, gap="large")
 
 # ---------------------------------------------------------------------------------------- export
+# imported after the table is on screen: PEFT io and combinations load torch (seconds at launch)
+from tpv_core import peft_io  # noqa: E402
+from tpv_core.workflows.combination import VectorTerm, formula, read_combination  # noqa: E402
+
 with left:
     st.subheader("Export as a PEFT adapter")
     if df.empty:
         st.caption("Nothing to export yet.")
     else:
         labels = {f"{r.backbone} · {r.task} · {r.origin}": r.path for r in df.itertuples()}
-        choice = st.selectbox("Prompt", list(labels), key=ui.root_key("lib_export_choice"))
+        choice = st.selectbox("Prompt", list(labels), key=keep(ui.root_key("lib_export_choice"), next(iter(labels)),
+                                                              options=list(labels)))
         what = st.radio("Export", ["prompt P", "task prompt vector τ = P − P0"], horizontal=True,
-                        key="lib_export_what",
+                        key=keep("lib_export_what", "prompt P"),
                         help="A prompt adapter loads with peft.PeftModel.from_pretrained. The vector is packed in "
                              "the same container (prompt_embeddings = τ) with a metadata file naming its origin.")
         prompt = ui.run_with(lambda: ui.prompt_at(labels[choice]), "cannot read the prompt")

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from pages import _ui as ui
+from pages._state import keep
 from tpv_core.app.job_bodies import submit_training
 from tpv_core.app.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING
 from tpv_core.probe import probe_tasks
@@ -10,8 +11,7 @@ from tpv_core.tasks import get_task, list_tasks
 from tpv_core.training import FAMILY_DEFAULTS, TrainConfig
 from tpv_core.workflows.train import TrainRequest
 
-ui.page_setup()
-st.title("Train soft prompts")
+ui.page_setup("Train soft prompts")
 root = ui.store_root()
 queue = ui.job_queue()
 
@@ -22,40 +22,39 @@ names = offline or [p.name for p in provs] or ["minilm-l6"]
 fam_of = {p.name: p.family for p in provs}
 
 c1, c2 = st.columns([1, 2])
-pref = st.session_state.get("backbone") or "minilm-l6"
-bb_choice = c1.selectbox("Backbone", [*names, "hub model…"], key="train_bb",
-                         index=names.index(pref) if pref in names else 0,
+bb_options = [*names, "hub model…"]
+bb_choice = c1.selectbox("Backbone", bb_options,  # this page's own choice: Combine's backbone does not leak here
+                         key=keep("train_bb", "minilm-l6" if "minilm-l6" in names else names[0], options=bb_options),
                          help="embedded offline models first; a hub id needs network access")
 bb_name = bb_choice
 if bb_choice == "hub model…":
-    bb_name = c1.text_input("Hub model id or folder", key="train_hub_id", placeholder="google/t5-base-lm-adapt")
+    bb_name = c1.text_input("Hub model id or folder", key=keep("train_hub_id", ""), placeholder="google/t5-base-lm-adapt")
 family = fam_of.get(bb_name) or ui.family_of(bb_name) or "decoder"
 defaults = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["decoder"])
 all_tasks = [t.name for t in list_tasks(root)]
-tasks = c2.multiselect("Tasks", all_tasks, key="train_tasks", placeholder="choose one or more tasks")
+tasks = c2.multiselect("Tasks", all_tasks, key=keep("train_tasks", [], options=all_tasks), placeholder="choose one or more tasks")
 
 c1, c2, c3, c4 = st.columns(4)
-seeds_text = c1.text_input("Origins (seeds)", value="0", key="train_seeds", help="e.g. 0 1 2, 0-2 or 0,3")
-kind = c2.selectbox("Origin kind", ["vocab", "normal", "uniform"], key="train_kind",
+seeds_text = c1.text_input("Origins (seeds)", key=keep("train_seeds", "0"), help="e.g. 0 1 2, 0-2 or 0,3")
+kind = c2.selectbox("Origin kind", ["vocab", "normal", "uniform"], key=keep("train_kind", "vocab"),
                     help="vocab: embeddings of tokens sampled from the first 5,000 ids (the paper)")
 # keys carry the family: switching to a backbone of another family shows that family's defaults
-length = int(c3.number_input("Prompt length L", min_value=1, max_value=512, value=defaults["length"],
-                             key=f"train_len_{family}"))
-steps = int(c4.number_input("Steps", min_value=1, max_value=100_000, value=defaults["steps"],
-                            key=f"train_steps_{family}"))
+length = int(c3.number_input("Prompt length L", min_value=1, max_value=512,
+                             key=keep(f"train_len_{family}", defaults["length"])))
+steps = int(c4.number_input("Steps", min_value=1, max_value=100_000, key=keep(f"train_steps_{family}", defaults["steps"])))
 
 c1, c2, c3, c4 = st.columns(4)
-data_mode = c1.radio("Training data", ["full", "k-shot"], horizontal=True, key="train_data")
+data_mode = c1.radio("Training data", ["full", "k-shot"], horizontal=True, key=keep("train_data", "full"))
 k = None
 if data_mode == "k-shot":
-    k = int(c1.number_input("k (examples)", min_value=1, value=16, key="train_k"))
-lr = float(c2.number_input("Learning rate", min_value=1e-5, max_value=10.0, value=float(defaults["lr"]), format="%g",
-                           key=f"train_lr_{family}"))
-batch = int(c3.number_input("Batch size", min_value=1, max_value=512, value=defaults["batch_size"],
-                            key=f"train_batch_{family}"))
-eval_limit = int(c4.number_input("Validation rows", min_value=8, value=200, step=8, key="train_eval_limit",
+    k = int(c1.number_input("k (examples)", min_value=1, key=keep("train_k", 16)))
+lr = float(c2.number_input("Learning rate", min_value=1e-5, max_value=10.0, format="%g",
+                           key=keep(f"train_lr_{family}", float(defaults["lr"]))))
+batch = int(c3.number_input("Batch size", min_value=1, max_value=512, key=keep(f"train_batch_{family}",
+                                                                              defaults["batch_size"])))
+eval_limit = int(c4.number_input("Validation rows", min_value=8, step=8, key=keep("train_eval_limit", 200),
                                  help="rows scored at each validation during training (the best prompt is kept)"))
-overwrite = st.checkbox("Retrain prompts the store already has", key="train_overwrite")
+overwrite = st.checkbox("Retrain prompts the store already has", key=keep("train_overwrite", False))
 
 try:
     seeds = ui.seeds_from_text(seeds_text)
@@ -85,8 +84,8 @@ with st.expander("Before tuning: can the frozen backbone separate these tasks? (
                "*pair*: two text fields encoded apart; *cosine*: only the cosine of those two encodings. Near the "
                "majority rate, a short prompt has little to work with (docs/REPRODUCTION.md, section 7).")
     c1, c2 = st.columns(2)
-    probe_train = int(c1.number_input("Training rows", min_value=10, max_value=5000, value=500, key="probe_train"))
-    probe_eval = int(c2.number_input("Validation rows", min_value=10, max_value=5000, value=200, key="probe_eval"))
+    probe_train = int(c1.number_input("Training rows", min_value=10, max_value=5000, key=keep("probe_train", 500)))
+    probe_eval = int(c2.number_input("Validation rows", min_value=10, max_value=5000, key=keep("probe_eval", 200)))
     if st.button("Probe", key="probe_run", icon=":material/query_stats:", disabled=not (tasks and bb_name)):
 
         def probe_all():
@@ -135,6 +134,27 @@ def _job_text(j) -> str:
     return " · ".join(b for b in bits if b)
 
 
+def curves(j, live: bool) -> None:
+    """The job's training loss and validation score per step: the running item live (redrawn by the
+    fragment every second), finished items in an expander."""
+    from tpv_core import plots
+
+    items = list(dict.fromkeys(p[0] for p in j.history))
+    metric = "validation score"
+    if live:
+        cur = items[-1]
+        pts = [p[1:] for p in j.history if p[0] == cur]
+        st.plotly_chart(plots.training_curve(pts, title=f"{cur}: step {pts[-1][0]}/{j.steps}", metric=metric),
+                        width="stretch", key=f"curve_{j.id}_live", config={"displayModeBar": False})
+        items = items[:-1]
+    if items:
+        with st.expander(f"curves of {len(items)} finished prompt(s)"):
+            for n, item in enumerate(items):
+                pts = [p[1:] for p in j.history if p[0] == item]
+                st.plotly_chart(plots.training_curve(pts, title=item, metric=metric), width="stretch",
+                                key=f"curve_{j.id}_{n}", config={"displayModeBar": False})
+
+
 @st.fragment(run_every=1 if queue.active() else None)
 def jobs_panel() -> None:
     mine = set(st.session_state.get("my_jobs", []))
@@ -147,10 +167,14 @@ def jobs_panel() -> None:
             c1, c2 = st.columns([6, 1], vertical_alignment="center")
             c1.markdown(f"{ICON.get(j.state, '')} " + _job_text(j) + ("" if j.id in mine else " · *another session*"))
             if j.state in (QUEUED, RUNNING):
-                c1.progress(j.fraction)
+                if j.state == RUNNING and j.phase:  # set-up before the first step: its own bar
+                    c1.progress(j.phase_fraction, text=f"set-up: {j.phase}…")
+                c1.progress(j.fraction, text=f"overall {j.fraction:.0%}")
                 if j.id in mine and c2.button("Cancel", key=f"cancel_{j.id}", icon=":material/stop:"):
                     queue.cancel(j.id)
                     st.rerun(scope="fragment")
+            if j.kind == "train" and j.history:
+                curves(j, live=j.state == RUNNING)
             if j.state == FAILED:
                 c1.error(j.error or "failed")
                 if j.message:

@@ -87,6 +87,14 @@ def test_library_lists_exports_and_imports(app_store, downloads):
     assert not errors(at)
     table = at.dataframe[0].value
     assert len(table) == 4 and set(table["task"]) == set(TASKS)
+    assert {"metric", "score"} <= set(table.columns) and not [c for c in table.columns if c.startswith("val_")]
+    assert table["score"].notna().all() and (table["metric"] != "").all()
+    assert any("Origin id" in c.value for c in at.caption)
+    lib_task = next(m for m in at.multiselect if m.label == "Task")
+    lib_task.set_value([TASKS[0]]).run()
+    assert len(at.dataframe[0].value) == 2
+    assert any(c.value.startswith("Shown: 2 of 4 prompts") and "1 task(s)" in c.value for c in at.caption)
+    lib_task.set_value([]).run()
     zips = [name for name in downloads if name.endswith(".zip")]
     assert zips, downloads.keys()
     data = downloads[zips[0]]
@@ -123,7 +131,7 @@ def test_combine_slider_changes_the_scores(app_store):
     name = next(t.value for t in at.text_input if t.label == "Task name in the store")
     # weights -1 and 2, each term with its origin, in the suggested name; the formula is shown literally
     assert name.startswith("sum_m1sentences_") and "_2sentences_" in name and ".s0" in name, name
-    assert any("P0(vocab5000-s0-L4) − 1·sentences_" in c.value for c in at.caption)
+    assert any("P0(vocab5000-s0-L4) − 1·sentences_" in c.value for c in at.code)  # literal, in a code block
     saved = app_store.index(task=name)
     assert len(saved) == 1 and saved["source"][0] == "combination"
     combo = app_store.load("minilm-l6", saved["task"][0], saved["origin"][0]).metadata["combination"]
@@ -212,7 +220,7 @@ def test_fewshot_results_render(app_store, tmp_path):
         for k in (0, 5, 10) for init in ("random", "tpv") for s in (0, 1)
     ])
     runs.to_csv(tmp_path / "fewshot_runs.csv", index=False)
-    at = open_page(app_store.root, "fewshot", fs_dir=str(tmp_path))
+    at = open_page(app_store.root, "fewshot", fs_dir=str(tmp_path), fs_source="results folder")
     assert not errors(at)
     assert at.get("plotly_chart")
     summary = at.dataframe[0].value
@@ -289,3 +297,96 @@ def test_switching_the_store_root_resets_store_choices(app_store, two_backbone_s
     assert not errors(at)
     assert set(at.multiselect[0].value) == {"bb-small", "bb-large"}  # defaults of the new store, not stale ones
     assert at.get("plotly_chart")
+
+
+def test_bundled_fewshot_results_show_at_once(app_store):
+    at = open_page(app_store.root, "fewshot")
+    assert not errors(at)
+    assert at.radio(key="fs_source").value.startswith("bundled")
+    chart = at.get("plotly_chart")[0]
+    import json
+
+    spec = json.loads(chart.proto.spec)
+    assert "Few-shot" in spec["layout"]["title"]["text"] and spec["layout"]["yaxis"]["title"]["text"]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_store_root_and_choices_survive_page_switches(tmp_path, app_store):
+    """Set the store root to a temporary folder, visit every page and come back: the root, and each page's
+    choices, are still there; a job started after the walk writes only into that store; the bundled zoo
+    is unchanged."""
+    import shutil
+
+    zoo = ROOT / "data" / "zoo"
+    zoo_before = _hashes(zoo) if zoo.is_dir() else {}
+    root = tmp_path / "mystore"
+    shutil.copytree(app_store.root, root)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.text_input(key="store_root").set_value(str(root)).run()
+    assert not errors(at)
+    # choices on three pages
+    at.switch_page("pages/combine.py").run()
+    at.selectbox(key="cmb_limit").set_value(50).run()
+    wkey = [s.key for s in at.slider if s.key.startswith("w_")][0]
+    at.slider(key=wkey).set_value(0.55).run()
+    assert at.session_state["combine_first_estimate_s"] > 0 and not errors(at)
+    at.switch_page("pages/train.py").run()
+    assert at.selectbox(key="train_bb").value == "minilm-l6"  # Train's own backbone choice
+    at.multiselect(key="train_tasks").set_value(["sentences_yelp"]).run()
+    at.text_input(key="train_seeds").set_value("5")
+    at.number_input(key="train_len_encoder").set_value(4)
+    at.number_input(key="train_steps_encoder").set_value(4)
+    at.number_input(key="train_eval_limit").set_value(16).run()
+    at.switch_page("pages/similarity.py").run()
+    at.radio(key="sim_def").set_value("token-mean").run()
+    for page in ("library", "projection", "fewshot", "similarity", "combine", "train", "library"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not errors(at), page
+        assert at.text_input(key="store_root").value == str(root), page
+        assert any(str(root) in c.value for c in at.caption), page  # every header names the store
+    at.switch_page("pages/combine.py").run()
+    assert at.selectbox(key="cmb_limit").value == 50 and at.slider(key=wkey).value == 0.55
+    at.switch_page("pages/similarity.py").run()
+    assert at.radio(key="sim_def").value == "token-mean"
+    at.switch_page("pages/train.py").run()
+    assert at.multiselect(key="train_tasks").value == ["sentences_yelp"]
+    assert at.text_input(key="train_seeds").value == "5" and at.number_input(key="train_steps_encoder").value == 4
+    assert any(f"into `{root}`" in c.value for c in at.caption)
+    at.button(key="train_start").click().run()
+    assert not errors(at)
+    from pages import _ui
+
+    job = _ui.job_queue().wait(at.session_state["my_jobs"][-1], timeout=120)
+    assert job.state == "done", job.error
+    assert job.saved and all(str(root) in p for p in job.saved)
+    assert len(job.history) == 4 and [h[1] for h in job.history] == [1, 2, 3, 4]  # the live curve's points
+    from tpv_core.store import PromptStore
+
+    assert PromptStore(root).exists("minilm-l6", "sentences_yelp", "vocab5000-s5-L4")
+    assert (_hashes(zoo) if zoo.is_dir() else {}) == zoo_before
+    at.run()
+    assert not errors(at) and at.get("plotly_chart")  # the finished job's curve
+
+
+def test_store_root_from_the_url(tmp_path, app_store):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["store"] = str(app_store.root)
+    at.run()
+    assert at.text_input(key="store_root").value == str(app_store.root)
+    assert len(at.dataframe[0].value) >= 4
+
+
+def test_backbone_choice_does_not_leak_between_pages(two_backbone_store):
+    at = open_page(two_backbone_store.root, "combine")
+    at.selectbox(key="cmb_bb").set_value("bb-small").run()
+    at.switch_page("pages/fewshot.py").run()
+    assert at.selectbox(key="fs_bb").value == "bb-large"  # the page's own default (first stored), not Combine's
+    at.switch_page("pages/combine.py").run()
+    assert at.selectbox(key="cmb_bb").value == "bb-small"

@@ -259,17 +259,83 @@ def test_training_job_in_the_browser(driver, server, tmp_path):
     driver.find_element(By.XPATH, '//button[.//p[text()="Start training"]]').click()
     deadline = time.monotonic() + 600
     shot = False
+    live_points = 0
     while time.monotonic() < deadline:
         text = page_text(driver)
-        if "step " in text and " left" in text and not shot:  # the fragment refreshes the running job
-            time.sleep(1.5)
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            driver.save_screenshot(str(SHOTS / "train_job.png"))
-            shot = True
+        if "step " in text and " left" in text:  # the fragment refreshes the running job
+            live_points = max(live_points, chart_points(driver))
+            if live_points >= 2 and not shot:  # the live loss curve has at least two steps
+                time.sleep(1.5)
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                driver.save_screenshot(str(SHOTS / "train_job.png"))
+                shot = True
         if "done after" in text:
             break
         time.sleep(0.3)
     assert "done after" in page_text(driver), page_text(driver)[-800:]
-    assert shot, "never saw the running job's progress"
+    assert shot and live_points >= 2, f"never saw the running job's live curve (points: {live_points})"
     assert PromptStore(tmp_path).exists("minilm-l6", "sentences_yelp", "vocab5000-s0-L8")
     assert not page_problems(driver)
+
+
+def chart_points(driver) -> int:
+    """Points of the first trace of the training-curve charts on the page (0 when there is none)."""
+    return int(driver.execute_script(
+        "let n = 0; for (const g of document.querySelectorAll('.js-plotly-plot')) {"
+        "  const d = g.data || []; if (d.length && d[0].name === 'training loss') n = Math.max(n, (d[0].x || []).length);"
+        "} return n;") or 0)
+
+
+def _nav(driver, title: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    link = driver.find_element(By.XPATH, f'//*[@data-testid="stSidebarNav"]//a[contains(normalize-space(.), "{title}")]')
+    link.click()
+    time.sleep(0.5)
+    wait_rendered(driver, settle=0.8)
+
+
+def _sidebar_store(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.XPATH, '//section[@data-testid="stSidebar"]//input[@type="text"]').get_attribute("value")
+
+
+def test_store_root_survives_real_page_switches(driver, server, tmp_path):
+    """The sidebar's store root, set once, stays through clicks on every page of the navigation (and in the
+    URL); every page's header names it."""
+    driver.get(f"{server}/")
+    wait_rendered(driver)
+    _set_text(driver, '//section[@data-testid="stSidebar"]//input[@type="text"]', str(tmp_path))
+    for title in ["Train", "Similarity", "Projection", "Combine", "Few-shot", "Library", "Train"]:
+        _nav(driver, title)
+        assert _sidebar_store(driver) == str(tmp_path), title
+        assert f"Store: {tmp_path}" in page_text(driver), title
+        assert "store=" in driver.current_url, driver.current_url
+    driver.get(driver.current_url)  # a reload keeps it (from the URL)
+    wait_rendered(driver)
+    assert _sidebar_store(driver) == str(tmp_path)
+    driver.get(f"{server}/?store=")  # back to the default store for the other tests (new session)
+    wait_rendered(driver)
+
+
+def test_combine_formula_is_literal(driver, server):
+    """Weights 0.55 and -0.2 show as written: no Markdown italics, no '+ -'."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(f"{server}/combine")
+    wait_rendered(driver)
+    sliders = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"]')
+    assert len(sliders) >= 2
+    for slider, presses in ((sliders[0], 9), (sliders[1], 24)):  # 1.0 -> 0.55 and 1.0 -> -0.2 in steps of 0.05
+        driver.execute_script("arguments[0].focus()", slider)
+        ActionChains(driver).send_keys(*([Keys.ARROW_LEFT] * presses)).perform()
+        time.sleep(0.5)
+        wait_rendered(driver)
+    code = " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stCode"]'))
+    assert "+ 0.55·" in code and "− 0.2·" in code and "+ −" not in code and "[s0]" in code, code
+    assert not driver.find_elements(By.XPATH, '//*[@data-testid="stMain"]//em[contains(., "sst2") or contains(., "*")]')
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / "combine_weights.png"))

@@ -40,8 +40,47 @@ def test_projection_scatter_facets_by_backbone():
                        "seed": [0, 1, 0, 1], "label": ["a/o0", "b/o1", "a/o0", "b/o1"], "method": "pca"})
     fig = plots.projection_scatter(df, title="proj")
     assert {a.text for a in fig.layout.annotations} == {"p", "q"}
-    assert {tr.marker.symbol for tr in fig.data} >= {"circle", "diamond"}
+    assert {tr.marker.symbol for tr in fig.data if tr.legend == "legend2"} == {"circle", "diamond"}
     assert plots.projection_scatter(df.iloc[:0]).data == ()
+
+
+def test_projection_scatter_two_legends_axis_titles_hover_and_highlight():
+    df = pd.DataFrame({"x": [0.0, 1, 2, 3], "y": [1.0, 0, 1, 0], "backbone": "p", "panel": "p",
+                       "task": ["sst2", "sst2", "trec", "trec"], "origin": ["o0", "o1", "o0", "o1"],
+                       "method": "umap", "norm": [1.5, 2.0, 0.5, 0.25]})
+    fig = plots.projection_scatter(df, highlight="SST")
+    tasks = [tr for tr in fig.data if tr.legend == "legend"]
+    origins = [tr for tr in fig.data if tr.legend == "legend2"]
+    assert [t.name for t in tasks] == ["sst2", "trec"] and [o.name for o in origins] == ["o0", "o1"]
+    assert fig.layout.legend2.title.text.startswith("origin") and fig.layout.legend.title.text.startswith("task")
+    assert fig.layout.xaxis.title.text == "UMAP 1" and fig.layout.yaxis.title.text == "UMAP 2"
+    sst2, trec = tasks
+    assert list(sst2.marker.symbol) == ["circle", "diamond"]  # marker = origin inside the task's trace
+    assert sst2.marker.size > trec.marker.size and trec.marker.opacity < sst2.marker.opacity
+    assert "backbone" in sst2.hovertemplate and "norm" in sst2.hovertemplate
+    assert list(sst2.customdata[1]) == ["sst2", "o1", "p", "2.000"]
+
+
+def test_heatmap_scale_follows_the_data_and_text_only_where_it_fits():
+    flat = pd.DataFrame([[0.17, 0.02], [0.02, 0.11]], index=["a", "b"], columns=["a", "b"])
+    assert plots.symmetric_range(flat) == pytest.approx(0.2)
+    assert plots.symmetric_range([flat, -2 * flat]) == pytest.approx(0.35)
+    assert plots.symmetric_range(pd.DataFrame([[np.nan]])) == 1.0
+    assert plots.cell_text_fits(8) and not plots.cell_text_fits(42)
+    m = square()
+    order = plots.cluster_order(m)
+    assert sorted(order) == sorted(m.index)
+    blocks = pd.DataFrame([[1, .0, .9, .0], [.0, 1, .0, .8], [.9, .0, 1, .0], [.0, .8, .0, 1]],
+                          index=list("abcd"), columns=list("abcd"))
+    got = plots.cluster_order(blocks)
+    assert abs(got.index("a") - got.index("c")) == 1 and abs(got.index("b") - got.index("d")) == 1
+
+
+def test_training_curve_has_loss_and_validation_axes():
+    fig = plots.training_curve([(1, 0.9, None), (2, 0.7, 0.6), (3, 0.6, None), (4, 0.5, 0.7)], metric="accuracy")
+    loss, val = fig.data
+    assert list(loss.y) == [0.9, 0.7, 0.6, 0.5] and list(val.x) == [2, 4] and val.yaxis == "y2"
+    assert fig.layout.yaxis2.title.text == "accuracy"
 
 
 def test_fewshot_and_lambda_curves():
@@ -51,6 +90,8 @@ def test_fewshot_and_lambda_curves():
                        "n": [3] * 6})
     fig = plots.fewshot_curve(df)
     assert [tr.name for tr in fig.data] == ["random", "tpv"]
+    named = plots.fewshot_curve(df.assign(target="imdb"), metric="accuracy")
+    assert "imdb" in named.layout.title.text and named.layout.yaxis.title.text == "accuracy"
     assert fig.data[0].error_y.array[2] == pytest.approx(0.05) and fig.data[0].error_y.arrayminus[2] == pytest.approx(0.05)
     no_ci = plots.fewshot_curve(df.drop(columns=["ci_low", "ci_high"]))
     assert no_ci.data[1].error_y.array[0] == pytest.approx(0.01)
@@ -120,5 +161,5 @@ def test_projection_scatter_gives_every_task_its_own_colour():
     tasks = [f"t{i}" for i in range(21)]  # a whole zoo: more tasks than Plotly's 10 default colours
     df = pd.DataFrame({"x": range(21), "y": range(21), "backbone": "p", "task": tasks, "origin": "o0"})
     fig = plots.projection_scatter(df)
-    colours = {tr.name: tr.marker.color for tr in fig.data}
+    colours = {tr.name: tr.marker.color for tr in fig.data if tr.legend != "legend2"}
     assert len(colours) == 21 and len(set(colours.values())) == 21

@@ -12,7 +12,12 @@ visited in a fixed shuffled order so the running estimate is not biased by file 
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -76,6 +81,11 @@ class EvalResult:
     method: str = "rank"
     predictions: list[int] = field(default_factory=list, repr=False)
     invalid: int = 0  # generated texts that are no label (generate method)
+    order: list[int] = field(default_factory=list, repr=False)  # row index of each prediction (partial: scoring order)
+
+    def scored_rows(self, rows: Sequence[dict]) -> list[dict]:
+        """The rows of ``predictions``, in the same order (``rows`` = the prepared split's rows)."""
+        return [rows[i] for i in self.order] if self.order else list(rows[: self.n])
 
     @property
     def main(self) -> float:
@@ -101,6 +111,107 @@ def _batch_bounds(total: int, first: int, size: int) -> Iterator[tuple[int, int]
         stop = min(total, start + (first if start == 0 else size))
         yield start, stop
         start = stop
+
+
+SORT_SPAN_BATCHES = 4  # batches whose rows are sorted by length together (less padding, estimate stays unbiased)
+
+
+def batch_plan(lengths: Sequence[int], first: int, size: int, span_batches: int = SORT_SPAN_BATCHES
+               ) -> list[list[int]]:
+    """Row indices per evaluation batch: the first batch of ``first`` rows in the split's (shuffled) order,
+    then spans of ``span_batches`` batches, each span sorted by token length and cut into batches of
+    ``size`` (rows of similar length share a batch, so little padding is computed). A span is a random
+    sample of the shuffled split, so the running estimate after every span stays unbiased; at most
+    ``span_batches`` batches are reordered at a time."""
+    total = len(lengths)
+    batches: list[list[int]] = []
+    start = min(first, total)
+    if start:
+        batches.append(list(range(start)))
+    span = max(size * max(span_batches, 1), 1)
+    while start < total:
+        rows = sorted(range(start, min(total, start + span)), key=lambda i: lengths[i])
+        batches += [rows[j : j + size] for j in range(0, len(rows), size)]
+        start += span
+    return batches
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (default 95%): honest for small n and for 0 or n hits."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def metric_interval(task: "TaskSpec", predictions: Sequence[int], rows: Sequence[dict], metric: str | None = None,
+                    *, n_boot: int = 200, seed: int = 0, z: float = 1.96) -> tuple[float, float]:
+    """A 95% interval of a task's (main) metric over the rows scored so far: Wilson for accuracy, a
+    percentile bootstrap (``n_boot`` resamples of the rows) for any other metric (F1, Pearson, ...)."""
+    import numpy as np
+
+    n = len(predictions)
+    metric = metric or (task.metrics[0] if task.metrics else "accuracy")
+    if n == 0:
+        return float("nan"), float("nan")
+    if metric == "accuracy":
+        correct = sum(int(p == task.label_of(r)) for p, r in zip(predictions, rows, strict=False))
+        return wilson_interval(correct, n, z)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        got = compute_metrics(task, [predictions[i] for i in idx], [rows[i] for i in idx]).get(metric)
+        if got is not None and got == got:
+            vals.append(float(got))
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+class ScoreCache:
+    """Scores of stored prompts on task splits, kept on disk (one JSON file, written atomically) so a
+    single-task comparison is shown at once in a later session. Keys name the file version (path,
+    mtime, size), backbone, task, split, row limit and method: a changed prompt is scored again."""
+
+    def __init__(self, path: str | Path | None = None):
+        from tpv_core.paths import cache_dir
+
+        self.path = Path(path) if path is not None else cache_dir() / "scores.json"
+        self._data: dict[str, dict] | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(*, backbone: str, prompt_path: str | Path, task: str, split: str, limit: int | None,
+            method: str = "rank") -> str:
+        st = os.stat(prompt_path)
+        return json.dumps([backbone, str(Path(prompt_path).resolve()), st.st_mtime_ns, st.st_size, task, split,
+                           limit, method])
+
+    def _load(self) -> dict[str, dict]:
+        if self._data is None:
+            try:
+                data = json.loads(self.path.read_text())
+                self._data = data if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self._data = {}
+        return self._data
+
+    def get(self, key: str) -> dict | None:
+        with self._lock:
+            return self._load().get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        clean = {k: float(v) for k, v in value.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        with self._lock:
+            data = self._load()
+            data[key] = clean
+            from tpv_core.atomic import atomic_write_text
+
+            atomic_write_text(self.path, json.dumps(data))
 
 
 def iter_evaluate(
@@ -135,13 +246,14 @@ def iter_evaluate(
     labels = task.label_set()
     p = None if prompt is None else prompt.detach().float().to(backbone.device)
     preds: list[int] = []
+    seen: list[int] = []  # row indices in the order they were scored (length-sorted within spans)
     invalid = 0
     total = len(prepared)
     first = min(first_batch_size or batch_size, batch_size)
-    for start, stop in _batch_bounds(total, first, batch_size):
+    for idx in batch_plan([len(i) for i in prepared.ids], first, batch_size):
         if cancel is not None and cancel():
             return
-        batch = backbone.collate(prepared.ids[start:stop], max_length=max_length)
+        batch = backbone.collate([prepared.ids[i] for i in idx], max_length=max_length)
         with torch.no_grad():
             if method == "rank":
                 scores = backbone.label_scores(batch, p, labels)
@@ -151,9 +263,15 @@ def iter_evaluate(
                     label = text_to_label(task, text)
                     invalid += label is None
                     preds.append(-1 if label is None else label)
+        seen.extend(idx)
         done = len(preds)
-        yield EvalResult(task.name, prepared.split, done, total, _metrics(task, preds, prepared.rows),
-                         partial=done < total, method=method, predictions=preds[:], invalid=invalid)
+        rows = [prepared.rows[i] for i in seen]
+        if done < total:
+            ordered, order = preds[:], seen[:]
+        else:
+            ordered, order = [p for _, p in sorted(zip(seen, preds, strict=True))], list(range(total))
+        yield EvalResult(task.name, prepared.split, done, total, _metrics(task, preds, rows),
+                         partial=done < total, method=method, predictions=ordered, invalid=invalid, order=order)
 
 
 def evaluate(

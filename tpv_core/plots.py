@@ -123,7 +123,10 @@ def heatmap_grid(
     names = list(matrices)
     if not names:
         raise ValueError("heatmap_grid needs at least one matrix")
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.12)
+    # widths in proportion to the task counts: a cell is as wide in every panel
+    widths = [max(len(matrices[n_].columns), 1) for n_ in names]
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.12,
+                        column_widths=[w / sum(widths) for w in widths])
     for j, name in enumerate(names, start=1):
         fig.add_trace(_heatmap_trace(matrices[name], zmin, zmax, text, (n or {}).get(name), (std or {}).get(name),
                                      value_name, colorscale, coloraxis="coloraxis"), row=1, col=j)
@@ -135,32 +138,133 @@ def heatmap_grid(
     return fig
 
 
-def projection_scatter(df: pd.DataFrame, title: str = "") -> go.Figure:
-    """2-D projection (from :func:`tpv_core.projection.project`): colour = task, marker = origin, one
-    facet per panel (backbone). Each facet has its own axes: projections of different models share no
-    coordinates."""
+ORIGIN_SYMBOLS = ("circle", "diamond", "square", "x", "triangle-up", "star", "cross", "triangle-down", "pentagon",
+                  "hexagon", "star-diamond", "hourglass")
+TEXT_MIN_CELL_PX = 30  # below this a cell cannot hold "-0.12" legibly: numbers go, the hover keeps them
+FIGURE_WIDTH_PX = 1000  # the width a figure gets in the app's main column at a 1440-px window (sizing guess)
+
+
+def task_palette(n: int) -> list[str]:
+    """``n`` distinct colours: Plotly's Dark24 (24 colours that stay apart), then Light24 beyond 24 tasks."""
     import plotly.express as px
+
+    base = list(px.colors.qualitative.Dark24) + list(px.colors.qualitative.Light24)
+    return [base[i % len(base)] for i in range(n)]
+
+
+def symmetric_range(values: "np.ndarray | Sequence[pd.DataFrame]", floor: float = 0.05) -> float:
+    """The colour limit of a cosine heatmap that follows the data: max |value| (NaN ignored), rounded up to
+    0.05, at least ``floor`` and at most 1; the scale is then [-lim, lim], white at 0."""
+    arrays = [np.asarray(v.to_numpy(dtype=float) if isinstance(v, pd.DataFrame) else v, dtype=float).ravel()
+              for v in (values if isinstance(values, (list, tuple)) else [values])]
+    flat = np.concatenate(arrays) if arrays else np.array([])
+    flat = flat[np.isfinite(flat)]
+    if not flat.size:
+        return 1.0
+    lim = math.ceil(float(np.abs(flat).max()) / 0.05 - 1e-9) * 0.05
+    return float(min(1.0, max(floor, round(lim, 2))))
+
+
+def cell_text_fits(n_columns: int, width_px: int = FIGURE_WIDTH_PX, min_cell_px: int = TEXT_MIN_CELL_PX) -> bool:
+    """Whether numbers fit into the cells of ``n_columns`` heatmap columns drawn across ``width_px``."""
+    return n_columns > 0 and (width_px - 200) / n_columns >= min_cell_px
+
+
+def cluster_order(matrix_df: pd.DataFrame) -> list[str]:
+    """Row/column labels of a square similarity matrix in the leaf order of an average-linkage clustering
+    on 1 - similarity (NaN counted as 0 similarity), so similar tasks sit next to each other."""
+    if len(matrix_df) < 3:
+        return list(matrix_df.index)
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    m = matrix_df.to_numpy(dtype=float)
+    m = np.nan_to_num((m + m.T) / 2, nan=0.0)
+    dist = np.clip(1.0 - m, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    order = leaves_list(linkage(squareform(dist, checks=False), method="average"))
+    return [matrix_df.index[i] for i in order]
+
+
+def projection_scatter(df: pd.DataFrame, title: str = "", highlight: str | None = None) -> go.Figure:
+    """2-D projection (from :func:`tpv_core.projection.project`): colour = task (24+ distinct colours),
+    marker = origin, with two legends (tasks; origins), one panel per backbone with its own axes
+    (projections of different models share no coordinates), axis titles from the method. The hover names
+    task, origin, backbone and, when the table has a ``norm`` column, the vector's norm. ``highlight``: tasks
+    whose name contains this text are drawn large, the others faded."""
+    from plotly.subplots import make_subplots
 
     if df.empty:
         fig = go.Figure()
         fig.update_layout(title=title or "nothing to project", template="plotly_white")
         return fig
     facet = "panel" if "panel" in df.columns else "backbone"
-    n_panels = df[facet].nunique()
-    hover = [c for c in ("label", "seed", "method", "what") if c in df.columns]
-    # Plotly's default palette has 10 colours; a whole zoo has more tasks, and two tasks must never share one.
-    palette = px.colors.qualitative.Plotly if df["task"].nunique() <= 10 else (
-        px.colors.qualitative.Dark24 + px.colors.qualitative.Light24)
-    fig = px.scatter(df, x="x", y="y", color="task", symbol="origin", facet_col=facet,
-                     facet_col_wrap=min(n_panels, 3), hover_data=hover, title=title, template="plotly_white",
-                     color_discrete_sequence=palette)
-    fig.update_traces(marker=dict(size=10, line=dict(width=0.5, color="white")))
-    fig.update_xaxes(matches=None, showticklabels=True, title=None)
-    fig.update_yaxes(matches=None, showticklabels=True, title=None)
-    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
-    rows = math.ceil(n_panels / 3)
-    entries = df[["task", "origin"]].drop_duplicates().shape[0]  # one legend line per (task, origin)
-    fig.update_layout(width=max(560, 420 * min(n_panels, 3) + 200), height=max(420 * rows + 60, 21 * entries + 120))
+    panels = list(dict.fromkeys(df[facet]))
+    n_cols = min(len(panels), 2)
+    n_rows = math.ceil(len(panels) / n_cols)
+    tasks = list(dict.fromkeys(sorted(df["task"].astype(str))))
+    origins = list(dict.fromkeys(sorted(df["origin"].astype(str))))
+    colour = dict(zip(tasks, task_palette(len(tasks)), strict=True))
+    symbol = {o: ORIGIN_SYMBOLS[i % len(ORIGIN_SYMBOLS)] for i, o in enumerate(origins)}
+    needle = (highlight or "").strip().lower()
+    hit = {t: bool(needle) and needle in t.lower() for t in tasks}
+    method = str(df["method"].iloc[0]).upper() if "method" in df.columns and df["method"].nunique() == 1 else "dim"
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=[str(p) for p in panels],
+                        horizontal_spacing=0.08, vertical_spacing=0.12)
+    backbone_col = "backbone" if "backbone" in df.columns else facet
+    has_norm = "norm" in df.columns
+    for k, panel in enumerate(panels):
+        row, col = k // n_cols + 1, k % n_cols + 1
+        part = df[df[facet] == panel]
+        for task in tasks:
+            pts = part[part["task"].astype(str) == task]
+            if pts.empty:
+                continue
+            custom = np.stack([pts["task"].astype(str), pts["origin"].astype(str), pts[backbone_col].astype(str),
+                               pts["norm"].map(lambda v: f"{v:.3f}") if has_norm else ["–"] * len(pts)], axis=-1)
+            faded = bool(needle) and not hit[task]
+            fig.add_trace(go.Scatter(
+                x=pts["x"], y=pts["y"], mode="markers", name=task, legendgroup=task, legend="legend",
+                showlegend=task not in {tr.name for tr in fig.data if tr.legend in (None, "legend")},
+                marker=dict(color=colour[task], symbol=[symbol[str(o)] for o in pts["origin"]],
+                            size=15 if hit[task] else 10, opacity=0.15 if faded else 0.95,
+                            line=dict(width=1.5 if hit[task] else 0.5, color="black" if hit[task] else "white")),
+                customdata=custom,
+                hovertemplate="<b>%{customdata[0]}</b><br>origin %{customdata[1]}<br>backbone %{customdata[2]}"
+                              "<br>norm %{customdata[3]}<extra></extra>",
+            ), row=row, col=col)
+        fig.update_xaxes(title_text=f"{method} 1", row=row, col=col)
+        fig.update_yaxes(title_text=f"{method} 2", row=row, col=col)
+    for o in origins:  # the second legend: marker shape = origin (grey, so it is not read as a task colour)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=o, legend="legend2", legendgroup=f"o:{o}",
+                                 marker=dict(color="#666", symbol=symbol[o], size=10), hoverinfo="skip"))
+    height = max(500, 440 * n_rows + 120, 22 * len(tasks) + 200)
+    fig.update_layout(
+        title=title, template="plotly_white", height=height,
+        legend=dict(title=dict(text="task (colour)"), x=1.02, y=1, yanchor="top", tracegroupgap=0),
+        legend2=dict(title=dict(text="origin (marker)"), orientation="h", x=0, y=-0.12 - 0.04 * (n_rows > 1),
+                     yanchor="top"),
+        margin=dict(l=10, r=10, t=60 if title else 30, b=110),
+    )
+    return fig
+
+
+def training_curve(points: Sequence[tuple[int, float, float | None]], title: str = "",
+                   metric: str = "validation score") -> go.Figure:
+    """Training loss per step (left axis) and the periodic validation score (right axis, markers) of one
+    training run: ``points`` are (step, loss, val or None)."""
+    steps = [p[0] for p in points]
+    fig = go.Figure(go.Scatter(x=steps, y=[p[1] for p in points], mode="lines", name="training loss",
+                               line=dict(color="#1f77b4"), hovertemplate="step %{x}<br>loss %{y:.4f}<extra></extra>"))
+    val = [(p[0], p[2]) for p in points if p[2] is not None]
+    if val:
+        fig.add_trace(go.Scatter(x=[v[0] for v in val], y=[v[1] for v in val], mode="lines+markers", name=metric,
+                                 yaxis="y2", line=dict(color="#d62728", dash="dot"), marker=dict(size=8),
+                                 hovertemplate=f"step %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(title=title, template="plotly_white", height=300, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      xaxis_title="step", yaxis=dict(title="training loss"),
+                      yaxis2=dict(title=metric, overlaying="y", side="right", showgrid=False),
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
     return fig
 
 
@@ -186,6 +290,8 @@ def fewshot_curve(df: pd.DataFrame, title: str = "", metric: str = "score") -> g
         fig.add_trace(go.Scatter(x=part["k"], y=part["mean"], mode="lines+markers", name=str(init),
                                  error_y=_errors(part), customdata=custom, hovertemplate=hover + "<extra></extra>"))
     ticks = sorted(set(ks))
+    if not title and "target" in df.columns and df["target"].nunique() == 1:
+        title = f"Few-shot {df['target'].iloc[0]}: {metric} against k (95% intervals over origins)"
     fig.update_layout(title=title, template="plotly_white", xaxis_title="k (training examples)",
                       yaxis_title=metric, legend_title="initialisation", width=760, height=480)
     if ticks:

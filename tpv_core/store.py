@@ -20,17 +20,13 @@ import os
 import stat
 import struct
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pandas as pd
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from tpv_core import __version__
 from tpv_core.atomic import atomic_write_bytes
 from tpv_core.filelock import file_lock
-from tpv_core.prompts import Origin, SoftPrompt, require_finite
 from tpv_core.store_schema import (  # noqa: F401 - the error classes are part of this module's API
     CHECKSUM_FIELDS,
     META_KEY,
@@ -49,6 +45,24 @@ from tpv_core.store_schema import (  # noqa: F401 - the error classes are part o
     validate_header,
     verify_checksums,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - torch loads on the first tensor read or write, not to list a store
+    import torch
+
+    from tpv_core.prompts import Origin, SoftPrompt
+
+
+def st_load(data: bytes) -> dict[str, "torch.Tensor"]:
+    from safetensors.torch import load
+
+    return load(data)
+
+
+def st_save(tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata=metadata)
+
 
 SUFFIX = ".safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
@@ -163,6 +177,8 @@ def _with_checksums(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> b
 
 
 def serialize(prompt: SoftPrompt) -> bytes:
+    from tpv_core.prompts import require_finite
+
     require_finite(prompt.tensor, f"prompt {prompt.task}/{prompt.origin.id}")
     require_finite(prompt.origin.require_tensor(), f"origin {prompt.origin.id}")
     tensors = {
@@ -177,6 +193,10 @@ def load_prompt(path: str | Path, layout: tuple[str, str, str] | None = None) ->
     (:func:`tpv_core.store_schema.validate_header`, with the folder when ``layout`` is given), the
     checksums when the file carries them, and finite values. Any failure is a :class:`StoreError`
     naming the file and the field."""
+    import torch
+
+    from tpv_core.prompts import Origin, SoftPrompt
+
     path = Path(path)
     header, blob, data_len = _read_file(path, whole=True)
     meta = validate_header(path, header, data_len, layout)

@@ -17,10 +17,11 @@ def training_job(request: TrainRequest, loader: BackboneLoader) -> Callable[[Job
     paths."""
 
     def body(ctx: JobContext) -> list[str]:
-        ctx.update(message=f"loading {request.backbone}")
+        ctx.update(message=f"loading {request.backbone}", phase="loading model", phase_fraction=0.0)
         backbone = loader(request.backbone)
         ctx.check()
         steps = request.config.resolved(backbone.family).steps
+        ctx.update(phase="reading the task data", phase_fraction=0.25)
 
         def on_event(e: TrainEvent) -> None:
             it = e.item
@@ -30,14 +31,17 @@ def training_job(request: TrainRequest, loader: BackboneLoader) -> Callable[[Job
             elif e.kind == "start":
                 note = f" ({it.reason})" if it.reason else ""
                 ctx.update(current=it.what, step=0, steps=steps, loss=None, val_score=None, best_score=None,
-                           eta_s=None, message=f"preparing {it.what}{note}")
+                           eta_s=None, message=f"preparing {it.what}{note}",
+                           phase="tokenizing the rows, first validation", phase_fraction=0.5)
             elif e.kind == "step":
                 p = e.progress
                 fields: dict[str, Any] = dict(step=p.step, steps=p.steps, loss=p.loss, eta_s=p.eta_s,
-                                              best_score=p.best_score, message="training")
+                                              best_score=p.best_score, message="training", phase="",
+                                              phase_fraction=1.0)
                 if p.val_score is not None:
                     fields["val_score"] = p.val_score
                 ctx.update(**fields)
+                ctx.add_point(it.what, p.step, p.loss, p.val_score)  # the live curve
             elif e.kind == "saved":
                 ctx.add_saved(e.path)
                 ctx.update(item=e.index + 1, message=f"saved {it.what}")

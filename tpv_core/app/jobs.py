@@ -62,6 +62,10 @@ class JobStatus:
     saved: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     result: Any = field(default=None, compare=False, repr=False)
+    # live curves: one (item, step, loss, val_score or None) point per training step, every item of the job
+    history: tuple[tuple[str, int, float, float | None], ...] = field(default=(), compare=False, repr=False)
+    phase: str = ""  # set-up before the first step: "loading model", "preparing ..." ("" while training)
+    phase_fraction: float = 0.0  # how far the set-up phases of the current item are, in [0, 1]
 
     @property
     def finished(self) -> bool:
@@ -117,6 +121,12 @@ class JobContext:
         with self._lock:
             s = self._job.status
             self._job.status = dataclasses.replace(s, saved=(*s.saved, str(path)))
+
+    def add_point(self, item: str, step: int, loss: float, val: float | None) -> None:
+        """Append one training step to the job's curve (``history``)."""
+        with self._lock:
+            s = self._job.status
+            self._job.status = dataclasses.replace(s, history=(*s.history, (item, int(step), float(loss), val)))
 
     def add_skipped(self, what: str) -> None:
         with self._lock:
