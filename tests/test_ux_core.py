@@ -1,24 +1,11 @@
-"""Core pieces behind the app's UX: the combination formula and its store name, length-sorted evaluation
-batches, estimate intervals, the on-disk score cache."""
+"""Core pieces behind the app's UX: length-sorted evaluation batches, estimate intervals, the on-disk score
+cache."""
 
 import math
 
 import pytest
 
 from tpv_core.evaluation import ScoreCache, batch_plan, metric_interval, wilson_interval
-from tpv_core.formula import Term, combo_name, formula_text, short_origin
-
-
-def test_formula_is_literal_and_keeps_origins_apart():
-    terms = [Term("sst2", "vocab5000-s0-L20", 0.55), Term("yelp_polarity", "vocab5000-s0-L20", -0.2),
-             Term("sst2", "vocab5000-s1-L20", 1.0)]
-    text = formula_text("vocab5000-s0-L20", terms)
-    assert text == ("P = P0[vocab5000-s0-L20] + 0.55·τ[sst2 @ s0] - 0.2·τ[yelp_polarity @ s0] + 1·τ[sst2 @ s1]")
-    assert "+ -" not in text and "1.55" not in text and "*" not in text
-    name = combo_name(terms, "vocab5000-s0-L20")
-    assert name == "combo:0.55sst2-0.2yelp_polarity+sst2@s1"
-    assert formula_text("o", [Term("a", "o", 1.1)], "ties") == "P = P0[o] + ties(1.1·τ[a @ o])"
-    assert short_origin("normal-s12-L8") == "s12" and short_origin("custom") == "custom"
 
 
 def test_batch_plan_sorts_within_spans_and_covers_every_row_once():
