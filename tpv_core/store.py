@@ -48,19 +48,16 @@ from tpv_core.store_schema import (  # noqa: F401 - the error classes are part o
 
 if TYPE_CHECKING:  # pragma: no cover - torch loads on the first tensor read or write, not to list a store
     import torch
-
     from tpv_core.prompts import Origin, SoftPrompt
 
 
 def st_load(data: bytes) -> dict[str, "torch.Tensor"]:
     from safetensors.torch import load
-
     return load(data)
 
 
 def st_save(tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save
-
     return save(tensors, metadata=metadata)
 
 
@@ -194,7 +191,6 @@ def load_prompt(path: str | Path, layout: tuple[str, str, str] | None = None) ->
     checksums when the file carries them, and finite values. Any failure is a :class:`StoreError`
     naming the file and the field."""
     import torch
-
     from tpv_core.prompts import Origin, SoftPrompt
 
     path = Path(path)
