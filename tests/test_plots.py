@@ -80,7 +80,7 @@ def test_training_curve_has_loss_and_validation_axes():
     fig = plots.training_curve([(1, 0.9, None), (2, 0.7, 0.6), (3, 0.6, None), (4, 0.5, 0.7)], metric="accuracy")
     loss, val = fig.data
     assert list(loss.y) == [0.9, 0.7, 0.6, 0.5] and list(val.x) == [2, 4] and val.yaxis == "y2"
-    assert fig.layout.yaxis2.title.text == "accuracy"
+    assert fig.layout.yaxis2.title.text == "accuracy" and tuple(fig.layout.yaxis2.range) == (0, 1.02)
 
 
 def test_fewshot_and_lambda_curves():

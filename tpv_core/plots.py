@@ -263,7 +263,9 @@ def training_curve(points: Sequence[tuple[int, float, float | None]], title: str
                                  hovertemplate=f"step %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>"))
     fig.update_layout(title=title, template="plotly_white", height=300, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       xaxis_title="step", yaxis=dict(title="training loss"),
-                      yaxis2=dict(title=metric, overlaying="y", side="right", showgrid=False),
+                      yaxis2=dict(title=metric, overlaying="y", side="right", showgrid=False,
+                                  # scores in [0, 1] on a [0, 1] axis (one early point would otherwise float)
+                                  range=[0, 1.02] if val and all(0 <= v[1] <= 1 for v in val) else None),
                       legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
     return fig
 
