@@ -60,7 +60,7 @@ def test_precision_plan_on_cpus_keeps_fp32_weights():
 
 
 def test_low_precision_head_is_read_in_chunks_without_a_full_fp32_copy():
-    from tpv_core.backbones import base
+    from tpv_core.backbones import head as base
 
     torch.manual_seed(0)
     w = torch.randn(1000, 16).to(torch.bfloat16)

@@ -16,6 +16,9 @@ when multi-token labels give ranks different token counts. Validation is split a
 Host syncs: the step reads nothing back from the device (targets are checked on the host, batch layouts
 are built on the host); the loss is read every ``log_every`` steps on accelerators (every step on CPU,
 where reading costs nothing), so a GPU can run ahead of Python.
+
+Longer than 350 lines because the loop stays on one screen with everything it shares state with
+(data-parallel reduction, batched loss reads, checkpoints, validation, best-prompt keeping).
 """
 
 from __future__ import annotations
