@@ -258,6 +258,7 @@ def _gloo_worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    import backbone_fixtures  # noqa: F401  (a spawned process registers the test-only models itself)
     from tpv_core import distributed as d
     from tpv_core.backbones import load_backbone
 
@@ -266,7 +267,8 @@ def _gloo_worker(rank, world, port, out):
     task = get_task(MULTI)
     res = tune_prompt(bb, task, make_origin(bb, seed=0, length=4), TrainConfig(**GLOO_CFG))
     ev = evaluate(bb, task, res.prompt.tensor, prepare_split(bb, task, "validation", limit=9))  # 5 + 4 rows
-    out.put((rank, res.prompt.tensor, res.history["loss"].tolist(), ev.predictions, ev.metrics))
+    # plain lists: a tensor would travel by file descriptor, gone once this process exits
+    out.put((rank, res.prompt.tensor.tolist(), res.history["loss"].tolist(), ev.predictions, ev.metrics))
     d.shutdown()
 
 
@@ -293,6 +295,7 @@ def test_two_gloo_ranks_with_multi_token_labels_follow_the_global_token_average(
     ev = evaluate(bb, task, single.prompt.tensor, prepare_split(bb, task, "validation", limit=9))
     for r in (0, 1):
         prompt, losses, preds, metrics = got[r]
+        prompt = torch.tensor(prompt)
         assert torch.allclose(prompt, single.prompt.tensor, atol=1e-5), (prompt - single.prompt.tensor).abs().max()
         assert losses == pytest.approx(single.history["loss"].tolist(), rel=1e-5)
         assert preds == ev.predictions and metrics == ev.metrics
@@ -313,10 +316,20 @@ def test_two_gloo_ranks_with_multi_token_labels_follow_the_global_token_average(
 
 
 # ---- the real launcher -----------------------------------------------------------------------------------
+LAUNCHER = """import sys
+sys.path.insert(0, {tests!r})
+import backbone_fixtures  # registers the test-only tiny models in this process
+from tpv_core.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 def test_torchrun_train_stores_the_single_process_prompt(tmp_path):
-    """`torchrun --nproc_per_node 2 -m tpv_core train` (gloo) stores the prompt one process stores with the
-    doubled batch, prints its JSON once, and `tpv eval` under torchrun agrees with one process."""
+    """`tpv train` under `torchrun --nproc_per_node 2` (gloo) stores the prompt one process stores with the
+    doubled batch (validation sharded across the ranks, 9 rows: 5 + 4), prints its JSON once, and `tpv eval`
+    under torchrun agrees with one process. The CLI runs through a launcher that registers the test-only
+    models (`tpv` itself knows only real providers)."""
     import json
     import os
     import subprocess
@@ -326,26 +339,29 @@ def test_torchrun_train_stores_the_single_process_prompt(tmp_path):
     from safetensors.torch import load_file
 
     root = Path(__file__).resolve().parents[1]
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER.format(tests=str(root / "tests")))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    common = ["--backbone", "test-tiny-llama", "--task", MULTI, "--origin", "0", "--steps", "3", "--eval-every", "0",
-              "--length", "4", "--lr", "0.3", "--precision", "fp32", "--device", "cpu", "--json"]
+    common = ["--backbone", "test-tiny-llama", "--task", "sst2", "--origin", "0", "--steps", "3", "--eval-every", "3",
+              "--eval-limit", "9", "--length", "4", "--lr", "0.3", "--precision", "fp32", "--device", "cpu", "--json"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(_free_port()), "-m", "tpv_core"]
+                str(_free_port()), str(launcher)]
 
     def run(cmd):
         res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
         return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
 
-    one = run([sys.executable, "-m", "tpv_core", "train", *common, "--batch-size", "6", "--store", str(tmp_path / "a")])
+    one = run([sys.executable, str(launcher), "train", *common, "--batch-size", "6", "--store", str(tmp_path / "a")])
     two = run([*torchrun, "train", *common, "--batch-size", "3", "--store", str(tmp_path / "b")])
     assert len(one) == 1 and len(two) == 1  # rank 0 alone prints
     a, b = (load_file(r[0]["trained"][0]["path"]) for r in (one, two))
-    assert (a["prompt"] - a["origin"]).abs().max() > 0.1  # it trained
+    assert (a["prompt"] - a["origin"]).abs().max() > 0.1  # it trained (the last step's prompt won validation)
     assert torch.allclose(a["prompt"], b["prompt"], atol=1e-5), (a["prompt"] - b["prompt"]).abs().max()
-    ev = ["eval", "--backbone", "test-tiny-llama", "--task", MULTI, "--split", "validation", "--limit", "9",
+    assert one[0]["trained"][0]["val_accuracy"] == two[0]["trained"][0]["val_accuracy"]
+    ev = ["eval", "--backbone", "test-tiny-llama", "--task", "sst2", "--split", "validation", "--limit", "9",
           "--precision", "fp32", "--device", "cpu", "--json", "--store", str(tmp_path / "b")]
-    assert run([*torchrun, *ev]) == run([sys.executable, "-m", "tpv_core", *ev])
+    assert run([*torchrun, *ev]) == run([sys.executable, str(launcher), *ev])
 
 
 # ---- the app's model cache on a GPU (fake models, fake memory) --------------------------------------------
