@@ -30,6 +30,7 @@ from tpv_core.prompts import Origin, SoftPrompt
 from tpv_core.readout import check_readout, tuned_readout  # noqa: F401  (tuned_readout: re-exported)
 from tpv_core.tasks import k_shot as sample_k_shot
 from tpv_core.tasks import load_split
+from tpv_core.tasks.sources import data_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import Backbone
@@ -54,6 +55,8 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | adafactor
     weight_decay: float = 1e-5
     warmup_ratio: float = 0.06
+    warmup_steps: int | None = None  # a fixed number of warmup steps (the paper: 500); overrides warmup_ratio
+    epochs: float | None = None  # a budget in passes over the training rows; used when steps is None
     max_grad_norm: float = 1.0
     eval_every: int | None = None  # default: steps // 5
     eval_limit: int | None = 100  # validation rows scored during training (None = all)
@@ -64,17 +67,34 @@ class TrainConfig:
     data_seed: int = 0
     chat: bool = False
     selection_metric: str | None = None  # default: the task's first metric
+    recipe: str = "demo"  # the recipe these fields came from (tpv_core.recipes), recorded with the prompt
 
-    def resolved(self, family: str) -> "TrainConfig":
+    def resolved(self, family: str, train_rows: int | None = None, world: int = 1) -> "TrainConfig":
+        """Every ``None`` filled in. With ``epochs`` and no ``steps``, steps = ceil(epochs x batches per
+        epoch) for ``train_rows`` rows and a global batch of ``batch_size * world``; validation then runs
+        once per epoch unless ``eval_every`` says otherwise."""
         d = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["decoder"])
+        batch_size = self.batch_size if self.batch_size is not None else d["batch_size"]
+        steps, per_epoch = self.steps, None
+        if self.epochs is not None:
+            if self.epochs <= 0:
+                raise ValueError(f"epochs must be positive, got {self.epochs}")
+            if train_rows is not None:
+                per_epoch = max(1, math.ceil(train_rows / (batch_size * max(1, world))))
+            if steps is None:
+                if per_epoch is None:
+                    raise ValueError("an epoch budget needs the number of training rows (or give steps)")
+                steps = math.ceil(self.epochs * per_epoch)
         c = dataclasses.replace(
             self,
-            steps=self.steps if self.steps is not None else d["steps"],
-            batch_size=self.batch_size if self.batch_size is not None else d["batch_size"],
+            steps=steps if steps is not None else d["steps"],
+            batch_size=batch_size,
             lr=self.lr if self.lr is not None else d["lr"],
         )
         if c.eval_every is None:
-            c.eval_every = max(1, c.steps // 5)
+            c.eval_every = per_epoch if per_epoch is not None else max(1, c.steps // 5)
+        if c.warmup_steps is not None and c.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {c.warmup_steps}")
         if c.optimizer not in ("adamw", "adafactor"):
             raise ValueError(f"unknown optimizer {c.optimizer!r}; adamw or adafactor")
         if c.steps < 0 or c.batch_size < 1 or c.lr <= 0:
@@ -136,8 +156,14 @@ def _optimizer(cfg: TrainConfig, params: list[torch.Tensor]) -> torch.optim.Opti
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def warmup_steps(cfg: TrainConfig) -> int:
+    """Warmup length of a resolved config: ``warmup_steps`` when set, else ``warmup_ratio`` of the steps."""
+    return int(cfg.warmup_steps) if cfg.warmup_steps is not None else int(cfg.warmup_ratio * cfg.steps)
+
+
 def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
-    warmup = int(cfg.warmup_ratio * cfg.steps)
+    """Learning-rate factor at a step: linear warmup to 1, then linear decay to 0 at the last step."""
+    warmup = warmup_steps(cfg)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -221,7 +247,7 @@ def tune_prompt(
     state every N steps and, with ``resume=True`` on the policy, continues from a saved one (exactly: same
     batches, optimizer state and best prompt); the caller removes it once the prompt is stored.
     """
-    cfg = (config or TrainConfig()).resolved(backbone.family)
+    base = config or TrainConfig()
     tasks = list(task) if isinstance(task, (list, tuple)) else [task]
     if not tasks:
         raise ValueError("tune_prompt needs at least one task")
@@ -235,8 +261,9 @@ def tune_prompt(
     rank, world = _distributed()
     t0 = time.perf_counter()
 
-    streams = [_Stream(backbone, t, training_rows(t, cfg, train_rows), cfg, cfg.data_seed + i)
-               for i, t in enumerate(tasks)]
+    rows_per_task = [training_rows(t, base, train_rows) for t in tasks]
+    cfg = base.resolved(backbone.family, train_rows=sum(len(r) for r in rows_per_task), world=world)
+    streams = [_Stream(backbone, t, rows, cfg, cfg.data_seed + i) for i, (t, rows) in enumerate(zip(tasks, rows_per_task))]
     if validation is None and cfg.eval_every and cfg.steps:
         validation = [prepare_split(backbone, t, "validation", limit=cfg.eval_limit, chat=cfg.chat) for t in tasks]
     elif isinstance(validation, PreparedSplit):
@@ -339,7 +366,9 @@ def tune_prompt(
         readout={t.name: backbone.readout(t) for t in tasks},
         training={**cfg.as_dict(), "train_rows": sum(len(s.rows) for s in streams), "world_size": world,
                   "tasks": [t.name for t in tasks], "init": "origin" if init is None else "custom",
-                  "precision": str(backbone.compute_dtype)},
+                  "precision": str(backbone.compute_dtype), "warmup_steps_used": warmup_steps(cfg)},
+        data={t.name: data_record(t, len(s.rows), len(v) if v is not None else None)
+              for t, s, v in zip(tasks, streams, validation or [None] * len(tasks))},
         metrics={f"val_{metric}": best_score} if best_score != -math.inf else {},
         steps=done,
         best_step=best_step,

@@ -101,6 +101,12 @@ def load_split(task: TaskSpec, split: str, source: str = "auto", limit: int | No
     """Rows of one split: original fields plus ``"label"`` (int; float for regression)."""
     task = _as_task(task)
     _check(split, source, limit)
+    if source == "auto":
+        source = task.data_source  # what the run bound the task to (tasks.sources.with_source)
+    if task.local_copy and source != "hub":
+        from tpv_core.tasks.sources import load_local_split
+
+        return load_local_split(task, split, limit)
     if source == "hub" or (source == "auto" and not has_local_data(task)):
         return load_hub_split(task, split, limit=limit)
     if task.source_path and not task.data_dir:
@@ -152,7 +158,7 @@ def load_hub_dataset(task: TaskSpec) -> Any:
                 "go online (unset them)" if offline_requested() else "check the network connection and the hub id")
         raise DataUnavailableError(
             f"task {task.name!r}: cannot load {_hub_name(task)} from the Hugging Face hub; {hint}"
-            + (", or use the bundled subset (source='bundled')" if task.bundled else "")
+            + (", or use the bundled subset (--source bundled, source='bundled')" if task.bundled else "")
             + f". ({type(e).__name__}: {str(e)[:200]})"
         ) from None
 
