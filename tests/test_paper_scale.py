@@ -219,3 +219,25 @@ def test_short_paper_run_records_its_schedule_and_recipe(minilm):
     assert meta["training"]["recipe"] == "paper" and meta["training"]["warmup_steps_used"] == 500
     assert meta["data"]["sentences_yelp"]["source"] == "bundled"
     assert meta["data"]["sentences_yelp"]["rows"]["validation"] == 8
+
+
+def test_cli_data_dir_and_offline_hub(tmp_path, capsys, monkeypatch):
+    for split, n in {"train": 64, "validation": 10, "test": 6}.items():
+        _write(tmp_path / "sst2", split, _rows(n, len(split)), "parquet")
+    assert main(["train", "--backbone", "minilm-l6", "--task", "sst2", "--recipe", "paper", "--data-dir",
+                 str(tmp_path), "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["data"]["source"] == "local" and out["data"]["rows"] == {"train": 64, "validation": 10, "test": 6}
+    assert out["steps"] == 20 and out["steps_per_epoch"] == 2 and any("warmup" in n for n in out["notes"])
+    assert main(["eval", "--backbone", "minilm-l6", "--task", "sst2", "--untuned", "--origin", "0", "--length", "4",
+                 "--data-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["n"] == 6  # the local test split, not the bundled 1,000
+    datasets = pytest.importorskip("datasets")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the Hugging Face Hub (offline mode is enabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    assert main(["train", "--backbone", "minilm-l6", "--task", "mnli", "--source", "hub", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "'mnli'" in err and "nyu-mll/glue" in err and "--source bundled" in err
