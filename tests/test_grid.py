@@ -55,21 +55,30 @@ def test_grid_local_and_ray_store_the_same_prompts_retry_and_report(tmp_path, mo
     import grid_helpers
 
     plan = parse_plan(PLAN)
+    with_fewshot = parse_plan({**PLAN, "fewshot": {
+        "backbones": ["test-tiny-t5"], "targets": ["sentences_amazon"], "sources": ["sentences_yelp", "sentences_imdb"],
+        "k": [4], "inits": ["random", "tpv"], "seeds": [0], "test_limit": 8,
+        "overrides": {"steps": 2, "length": 4, "batch_size": 4, "eval_limit": 8}}})
     local = PromptStore(tmp_path / "local")
     ex = LocalExecutor(workers=2)
     try:
-        report = run_grid(plan, local, ex)
+        report = run_grid(with_fewshot, local, ex)
     finally:
         ex.close()
-    assert report.ok and list(report.table["state"]) == ["done"] * 4
+    assert report.ok and list(report.table["state"]) == ["done"] * 6
     assert report.table["val"].notna().all() and report.table["minutes"].gt(0).all()
+    assert report.table["test"].iloc[4:].between(0, 1).all()  # few-shot jobs are scored on the test split
     stored = _tensors(local)
-    assert len(stored) == 4
-    meta = load_prompt(next(local.files())).metadata
+    assert len(stored) == 6
+    meta = load_prompt(local.path_for("test-tiny-t5", "sentences_yelp", "vocab5000-s0-L4")).metadata
     assert meta["recipe"]["name"] == "demo" and meta["recipe"]["fields"]["steps"] == 3 and meta["grid"]["plan"] == "tiny"
+    fs = load_prompt(local.path_for("test-tiny-t5", "sentences_amazon.k4.tpv", "vocab5000-s0-L4"))
+    assert fs.metadata["fewshot"]["k"] == 4 and fs.metadata["training"]["train_rows"] == 4
+    assert fs.metadata["training"]["init"] == "custom"  # started from P0 + tau_yelp + tau_imdb
+    stored = {k: v for k, v in stored.items() if ".k4." not in k}
 
-    again = run_grid(plan, local, LocalExecutor(workers=1))  # resumable: everything is stored
-    assert list(again.table["state"]) == ["skipped"] * 4
+    again = run_grid(with_fewshot, local, LocalExecutor(workers=1))  # resumable: everything is stored
+    assert list(again.table["state"]) == ["skipped"] * 6
     other_recipe = parse_plan({**PLAN, "train": {**PLAN["train"], "overrides": {**PLAN["train"]["overrides"],
                                                                                   "steps": 4}}})
     from tpv_core.grid import job_done
