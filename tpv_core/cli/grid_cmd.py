@@ -12,7 +12,8 @@ from tpv_core.cli.common import print_table
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grid", help="run a grid plan (YAML) on local worker processes or on Ray")
     p.add_argument("plan", help="plan file (see docs/plans/demo.yaml)")
-    p.add_argument("--store", default=None, help="store root (default: the plan's 'store', else data/zoo)")
+    p.add_argument("--store", default=None,
+                   help="store root (default: the plan's 'store', else $TPV_STORE, else the project's data/zoo)")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--address", default=None,
                    help="Ray cluster: auto (the running one) or ray://HOST:PORT (default: start a local Ray)")
@@ -32,7 +33,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from tpv_core.store import PromptStore, atomic_write_text
 
     plan = load_plan(args.plan)
-    store = PromptStore(args.store or plan.store or "data/zoo")
+    from tpv_core.paths import default_store_root
+
+    store = PromptStore(args.store or plan.store or default_store_root())
     if args.dry_run:
         rows = [{"job": j.id, "kind": j.kind, "recipe": j.recipe,
                  "stored": "yes" if job_done(store, j) is not None else "no"} for j in plan.jobs]
