@@ -216,7 +216,8 @@ def test_short_paper_run_records_its_schedule_and_recipe(minilm):
     lrs = res.history.dropna(subset=["loss"])["lr"].tolist()
     assert lrs == pytest.approx([0.3 * (s + 1) / 501 for s in range(1, 6)])  # still warming up at step 5 of 500
     meta = res.prompt.metadata
-    assert meta["training"]["recipe"] == "paper" and meta["training"]["warmup_steps_used"] == 500
+    assert meta["recipe"] == {"name": "paper"} and meta["training"]["recipe"] == "paper"
+    assert meta["training"]["warmup_steps_used"] == 500 and meta["training"]["eval_limit"] == 8
     assert meta["data"]["sentences_yelp"]["source"] == "bundled"
     assert meta["data"]["sentences_yelp"]["rows"]["validation"] == 8
 

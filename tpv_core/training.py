@@ -359,6 +359,7 @@ def tune_prompt(
 
     hist = pd.DataFrame(history)
     meta = dict(metadata or {})
+    meta.setdefault("recipe", {"name": cfg.recipe})  # the resolved fields are in "training"
     meta.update(
         backbone_model_id=backbone.model_id,
         backbone_revision=backbone.revision,
