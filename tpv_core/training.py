@@ -263,7 +263,8 @@ def tune_prompt(
 
     rows_per_task = [training_rows(t, base, train_rows) for t in tasks]
     cfg = base.resolved(backbone.family, train_rows=sum(len(r) for r in rows_per_task), world=world)
-    streams = [_Stream(backbone, t, rows, cfg, cfg.data_seed + i) for i, (t, rows) in enumerate(zip(tasks, rows_per_task))]
+    streams = [_Stream(backbone, t, rows, cfg, cfg.data_seed + i)
+               for i, (t, rows) in enumerate(zip(tasks, rows_per_task))]
     if validation is None and cfg.eval_every and cfg.steps:
         validation = [prepare_split(backbone, t, "validation", limit=cfg.eval_limit, chat=cfg.chat) for t in tasks]
     elif isinstance(validation, PreparedSplit):
