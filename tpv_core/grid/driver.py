@@ -11,7 +11,7 @@ listed with their last error. Returns a table: job, state, attempts, minutes, va
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from tpv_core.grid.plan import Job, Plan
-from tpv_core.store import PromptStore, atomic_write_bytes, load_prompt, read_metadata, safe_name
+from tpv_core.store import PromptStore, load_prompt, read_metadata, safe_name
 
 Event = Callable[[str, Job, dict[str, Any]], None]  # (state, job, info): submitted / done / retry / failed / skipped
 
@@ -88,6 +88,12 @@ def job_done(store: PromptStore, job: Job) -> Path | None:
                        job.recipe, fields)
 
 
+def _stored_other(store: PromptStore, job: Job) -> Path | None:
+    """A stored prompt at this job's place (same backbone, task, origin) whatever its recipe."""
+    return find_stored(store, job.backbone, job.store_task, job.origin_kind, job.seed,
+                       _length(job, job.recipe_fields()))
+
+
 def _init_bytes(store: PromptStore, job: Job) -> bytes | None:
     """The start tensor of a few-shot job, from the stored source prompts (None = the origin itself)."""
     if job.init == "random":
@@ -113,18 +119,14 @@ def _init_bytes(store: PromptStore, job: Job) -> bytes | None:
     return st_save({"init": tensor.detach().float().contiguous()})
 
 
-def write_result(store: PromptStore, result: dict[str, Any]) -> Path:
-    """Check the returned prompt file and write it atomically into the store."""
-    final = store.path_for(result["backbone"], result["task"], result["origin"])
-    incoming = final.with_name(f".{final.name}.{os.getpid()}.incoming")
-    atomic_write_bytes(incoming, result["bytes"])
-    try:
-        load_prompt(incoming)  # safetensors only; rejects a truncated or inconsistent file
-        os.replace(incoming, final)
-    finally:
-        if incoming.exists():
-            incoming.unlink()
-    return final
+def write_result(store: PromptStore, result: dict[str, Any], overwrite: bool = False) -> Path:
+    """Check the returned prompt file (schema, checksums, finite values: `load_prompt`) and save it into the
+    store under the target's lock (`PromptStore.save`: atomic, no silent overwrite)."""
+    with tempfile.TemporaryDirectory(prefix="tpv-grid-") as tmp:
+        incoming = Path(tmp) / "incoming.safetensors"
+        incoming.write_bytes(result["bytes"])
+        prompt = load_prompt(incoming)
+    return store.save(prompt, overwrite=overwrite)
 
 
 def run_grid(plan: Plan, store: PromptStore, executor: Any, *, retries: int = 2, force: bool = False,
@@ -152,6 +154,11 @@ def run_grid(plan: Plan, store: PromptStore, executor: Any, *, retries: int = 2,
                     test=((meta.get("fewshot") or {}).get("test_metrics") or {}).get("main"))
                 say("skipped", job, {"path": str(found)})
                 continue
+            if not force and (other := _stored_other(store, job)) is not None:
+                row(job, state="failed", error=f"{other} holds this prompt made with another recipe; "
+                                                 "pass --force to replace it, or use another store")
+                say("failed", job, {"error": rows[job.id]["error"]})
+                continue
             try:
                 spec = {**job.as_dict(), "plan": plan.name, "store_task": job.store_task}
                 if job.kind == "fewshot":
@@ -169,11 +176,11 @@ def run_grid(plan: Plan, store: PromptStore, executor: Any, *, retries: int = 2,
                 job = pending.pop(handle)
                 if ok:
                     try:
-                        path = write_result(store, value)
+                        path = write_result(store, value, overwrite=force)
                     except Exception as e:
                         ok, value = False, f"returned prompt rejected: {type(e).__name__}: {e}"
                     else:
-                        row(job, state="done", minutes=round(value["minutes"], 2), val=value.get("val"),
+                        row(job, state="done", minutes=round(value["minutes"], 3), val=value.get("val"),
                             test=value.get("test"), error=None)
                         say("done", job, {"path": str(path), **{k: v for k, v in value.items() if k != "bytes"}})
                         continue
