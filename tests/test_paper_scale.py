@@ -12,7 +12,8 @@ from tpv_core.cli import main
 from tpv_core.recipes import PAPER, resolve_run, train_config
 from tpv_core.tasks import DataUnavailableError, get_task, load_split
 from tpv_core.tasks.sources import data_record, describe_data, effective_source, with_source
-from tpv_core.training import TrainConfig, _schedule, tune_prompt, warmup_steps
+from tpv_core.budget import lr_schedule, warmup_steps
+from tpv_core.training import TrainConfig, tune_prompt
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -201,7 +202,7 @@ def test_explicit_flags_override_the_recipe(capsys):
 def test_paper_schedule_warms_up_500_steps_then_decays_linearly():
     cfg, _ = train_config(PAPER, {"steps": 1000})
     cfg = cfg.resolved("encoder")
-    f = _schedule(cfg)
+    f = lr_schedule(cfg)
     assert warmup_steps(cfg) == 500
     assert f(0) == pytest.approx(1 / 501) and f(249) == pytest.approx(250 / 501) and f(499) == pytest.approx(500 / 501)
     assert f(500) == 1.0 and f(750) == pytest.approx(0.5) and f(999) == pytest.approx(0.002) and f(1000) == 0.0

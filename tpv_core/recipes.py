@@ -19,7 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
-from tpv_core.training import FAMILY_DEFAULTS, TrainConfig, warmup_steps
+from tpv_core.budget import warmup_steps
+from tpv_core.training import FAMILY_DEFAULTS, TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.tasks import TaskSpec

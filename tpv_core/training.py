@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from tpv_core import __version__
+from tpv_core.budget import epoch_steps, lr_schedule, warmup_steps
 from tpv_core.evaluation import PreparedSplit, evaluate, prepare_split
 from tpv_core.prompts import Origin, SoftPrompt
 from tpv_core.readout import check_readout, tuned_readout  # noqa: F401  (tuned_readout: re-exported)
@@ -70,21 +71,10 @@ class TrainConfig:
     recipe: str = "demo"  # the recipe these fields came from (tpv_core.recipes), recorded with the prompt
 
     def resolved(self, family: str, train_rows: int | None = None, world: int = 1) -> "TrainConfig":
-        """Every ``None`` filled in. With ``epochs`` and no ``steps``, steps = ceil(epochs x batches per
-        epoch) for ``train_rows`` rows and a global batch of ``batch_size * world``; validation then runs
-        once per epoch unless ``eval_every`` says otherwise."""
+        """Every ``None`` filled in; an epoch budget becomes steps, validated once per epoch (`budget`)."""
         d = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["decoder"])
         batch_size = self.batch_size if self.batch_size is not None else d["batch_size"]
-        steps, per_epoch = self.steps, None
-        if self.epochs is not None:
-            if self.epochs <= 0:
-                raise ValueError(f"epochs must be positive, got {self.epochs}")
-            if train_rows is not None:
-                per_epoch = max(1, math.ceil(train_rows / (batch_size * max(1, world))))
-            if steps is None:
-                if per_epoch is None:
-                    raise ValueError("an epoch budget needs the number of training rows (or give steps)")
-                steps = math.ceil(self.epochs * per_epoch)
+        steps, per_epoch = epoch_steps(self.epochs, self.steps, train_rows, batch_size, world)
         c = dataclasses.replace(
             self,
             steps=steps if steps is not None else d["steps"],
@@ -92,13 +82,11 @@ class TrainConfig:
             lr=self.lr if self.lr is not None else d["lr"],
         )
         if c.eval_every is None:
-            c.eval_every = per_epoch if per_epoch is not None else max(1, c.steps // 5)
-        if c.warmup_steps is not None and c.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {c.warmup_steps}")
+            c.eval_every = per_epoch or max(1, c.steps // 5)
         if c.optimizer not in ("adamw", "adafactor"):
             raise ValueError(f"unknown optimizer {c.optimizer!r}; adamw or adafactor")
-        if c.steps < 0 or c.batch_size < 1 or c.lr <= 0:
-            raise ValueError(f"bad training budget: steps={c.steps} batch_size={c.batch_size} lr={c.lr}")
+        if c.steps < 0 or c.batch_size < 1 or c.lr <= 0 or warmup_steps(c) < 0:
+            raise ValueError(f"bad training budget: steps={c.steps} batch_size={c.batch_size} lr={c.lr} ({c})")
         return c
 
     def as_dict(self) -> dict[str, Any]:
@@ -154,23 +142,6 @@ def _optimizer(cfg: TrainConfig, params: list[torch.Tensor]) -> torch.optim.Opti
     if cfg.optimizer == "adafactor":
         return torch.optim.Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def warmup_steps(cfg: TrainConfig) -> int:
-    """Warmup length of a resolved config: ``warmup_steps`` when set, else ``warmup_ratio`` of the steps."""
-    return int(cfg.warmup_steps) if cfg.warmup_steps is not None else int(cfg.warmup_ratio * cfg.steps)
-
-
-def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
-    """Learning-rate factor at a step: linear warmup to 1, then linear decay to 0 at the last step."""
-    warmup = warmup_steps(cfg)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warmup))
-
-    return factor
 
 
 def training_rows(task: "TaskSpec", cfg: TrainConfig, rows: list[dict] | None = None) -> list[dict]:
@@ -261,10 +232,9 @@ def tune_prompt(
     rank, world = _distributed()
     t0 = time.perf_counter()
 
-    rows_per_task = [training_rows(t, base, train_rows) for t in tasks]
-    cfg = base.resolved(backbone.family, train_rows=sum(len(r) for r in rows_per_task), world=world)
-    streams = [_Stream(backbone, t, rows, cfg, cfg.data_seed + i)
-               for i, (t, rows) in enumerate(zip(tasks, rows_per_task))]
+    rows = [training_rows(t, base, train_rows) for t in tasks]
+    cfg = base.resolved(backbone.family, train_rows=sum(map(len, rows)), world=world)
+    streams = [_Stream(backbone, t, r, cfg, cfg.data_seed + i) for i, (t, r) in enumerate(zip(tasks, rows))]
     if validation is None and cfg.eval_every and cfg.steps:
         validation = [prepare_split(backbone, t, "validation", limit=cfg.eval_limit, chat=cfg.chat) for t in tasks]
     elif isinstance(validation, PreparedSplit):
@@ -283,7 +253,7 @@ def tune_prompt(
         start_tensor, start_step = resume.tensor, int(resume.metadata.get("steps") or 0)
     prompt = torch.nn.Parameter(start_tensor.detach().float().clone().to(backbone.device))
     opt = _optimizer(cfg, [prompt])
-    factor = _schedule(cfg)
+    factor = lr_schedule(cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + start_step))
 
     global_batch = cfg.batch_size * world
@@ -359,8 +329,7 @@ def tune_prompt(
         best, best_step = prompt.detach().clone(), done
 
     hist = pd.DataFrame(history)
-    meta = dict(metadata or {})
-    meta.setdefault("recipe", {"name": cfg.recipe})  # the resolved fields are in "training"
+    meta = {"recipe": {"name": cfg.recipe}, **(metadata or {})}  # the recipe's resolved fields: "training"
     meta.update(
         backbone_model_id=backbone.model_id,
         backbone_revision=backbone.revision,
