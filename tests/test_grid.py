@@ -112,3 +112,20 @@ def test_grid_local_and_ray_store_the_same_prompts_retry_and_report(tmp_path, mo
                            "error": "RuntimeError: this job always fails"}]
     got = _tensors(remote)
     assert len(got) == 3 and all(torch.equal(got[k], stored[k]) for k in got)  # same seeds, same tensors
+
+
+def test_grid_command_dry_run_lists_jobs(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from tpv_core.cli import main
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(PLAN))
+    assert main(["grid", str(plan), "--store", str(tmp_path / "store"), "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [j["stored"] for j in out["jobs"]] == ["no"] * 4 and out["store"] == str(tmp_path / "store")
+    plan.write_text("name: x\ntrain: {backbones: [test-tiny-t5], tasks: [nosuchtask], origins: [0]}\n")
+    assert main(["grid", str(plan), "--dry-run"]) == 2
+    assert "nosuchtask" in capsys.readouterr().err

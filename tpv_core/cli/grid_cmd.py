@@ -29,12 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_grid(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from tpv_core.atomic import atomic_write_text
     from tpv_core.grid import job_done, load_plan, make_executor, run_grid
-    from tpv_core.store import PromptStore, atomic_write_text
+    from tpv_core.paths import default_store_root
+    from tpv_core.store import PromptStore
 
     plan = load_plan(args.plan)
-    from tpv_core.paths import default_store_root
-
     store = PromptStore(args.store or plan.store or default_store_root())
     if args.dry_run:
         rows = [{"job": j.id, "kind": j.kind, "recipe": j.recipe,
