@@ -243,3 +243,21 @@ def test_cli_data_dir_and_offline_hub(tmp_path, capsys, monkeypatch):
     assert main(["train", "--backbone", "minilm-l6", "--task", "mnli", "--source", "hub", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "'mnli'" in err and "nyu-mll/glue" in err and "--source bundled" in err
+
+
+def test_fewshot_request_takes_a_recipe_and_a_data_source(tmp_path):
+    from tpv_core.workflows.fewshot import FewshotRequest
+
+    demo = FewshotRequest("imdb", ("sst2",), str(tmp_path), str(tmp_path))
+    assert demo.config().recipe == "demo" and demo.config().eval_limit == 200 and demo.config().lr is None
+    paper = FewshotRequest("imdb", ("sst2",), str(tmp_path), str(tmp_path), recipe="paper", eval_limit="all",
+                           steps=50)
+    cfg = paper.config()
+    assert (cfg.recipe, cfg.lr, cfg.batch_size, cfg.warmup_steps, cfg.eval_limit, cfg.steps, cfg.epochs) == \
+        ("paper", 0.3, 32, 500, None, 50, None)
+    _write(tmp_path / "data" / "imdb", "train", _rows(20, 0), "jsonl")
+    _write(tmp_path / "data" / "sst2", "train", _rows(20, 1), "csv")
+    bound = FewshotRequest("imdb", ("sst2",), str(tmp_path), str(tmp_path), data_dir=str(tmp_path / "data"))
+    target, sources = bound.tasks()
+    assert effective_source(target) == effective_source(sources[0]) == "local"
+    assert target.local_copy.endswith("imdb") and sources[0].local_copy.endswith("sst2")
