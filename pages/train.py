@@ -55,7 +55,8 @@ batch = int(c3.number_input("Batch size", min_value=1, max_value=512, key=keep(f
 eval_limit = int(c4.number_input("Validation rows", min_value=8, step=8, key=keep("train_eval_limit", 200),
                                  help="rows scored at each validation during training (the best prompt is kept)"))
 c1, c2 = st.columns([1, 3])
-source = c1.selectbox("Data source", ["auto", "bundled", "hub"], key=keep("train_source", "auto", options=["auto", "bundled", "hub"]),
+sources = ["auto", "bundled", "hub"]
+source = c1.selectbox("Data source", sources, key=keep("train_source", "auto", options=sources),
                       help="auto: the bundled subset when the task ships one, else the hub; hub: the full sets (online)")
 data_dir = c2.text_input("Full local copies (folder, optional)", key=keep("train_data_dir", ""),
                          placeholder="DIR holding DIR/<task>/train.jsonl|csv|parquet or a save_to_disk folder") or None
