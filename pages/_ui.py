@@ -78,12 +78,30 @@ def page_setup(title: str | None = None) -> None:
         if active:
             running = sum(j.state == "running" for j in active)
             st.caption(f":material/pending: {running} job running, {len(active) - running} queued (see Train)")
+        device_setting()
         loaded = model_cache().loaded()
         if loaded:
             st.caption("Models loaded: " + ", ".join(loaded))
     if title:
         st.title(title)
         st.caption(f":material/folder_open: Store: `{store_root()}`")
+
+
+def device_setting() -> None:
+    """Where the app's models run (process-wide: every session shares the models). Shown only where there is
+    a choice (a GPU); switching evicts the models held on the old device and frees their memory."""
+    options = appstate.device_options()
+    if len(options) <= 2:  # auto and cpu only: no GPU, nothing to choose
+        return
+    cache = model_cache()
+    current = cache.device if cache.device in options else "auto"
+    choice = st.selectbox("Device", options, index=options.index(current), key="app_device",
+                          help="where models load and run; one model stays resident per GPU unless memory "
+                               "allows more")
+    if choice != cache.device:
+        gone = cache.set_device(choice)
+        if gone:
+            st.caption("Freed: " + ", ".join(gone))
 
 
 def store_root() -> str:

@@ -77,7 +77,7 @@ def _random_loader(build, seed: int = 0):
             torch.manual_seed(seed)
             model = make()
         return registry.FAMILY_CLASSES[p.family](name=p.name, model_id=p.model_id, revision=f"random-init:seed{seed}",
-                                                 model=model, tokenizer=tok, device=req.device,
+                                                 model=model.to(req.weights), tokenizer=tok, device=req.device,
                                                  compute_dtype=req.dtype)
 
     return load

@@ -12,6 +12,7 @@ visited in a fixed shuffled order so the running estimate is not biased by file 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from tpv_core import distributed
 from tpv_core.finite import require_finite
 from tpv_core.tasks import compute_metrics, load_split, text_to_label
 from tpv_core.tasks.data import shuffled_rows
@@ -253,8 +255,8 @@ def iter_evaluate(
     for idx in batch_plan([len(i) for i in prepared.ids], first, batch_size):
         if cancel is not None and cancel():
             return
-        batch = backbone.collate([prepared.ids[i] for i in idx], max_length=max_length)
-        with torch.no_grad():
+        with backbone.forward_slot(f"evaluation of {task.name} (batch of {len(idx)} rows)"), torch.no_grad():
+            batch = backbone.collate([prepared.ids[i] for i in idx], max_length=max_length)
             if method == "rank":
                 scores = backbone.label_scores(batch, p, labels)
                 preds.extend(scores.argmax(dim=-1).tolist())
@@ -274,14 +276,44 @@ def iter_evaluate(
                          partial=done < total, method=method, predictions=ordered, invalid=invalid, order=order)
 
 
+def _shard(prepared: PreparedSplit, start: int, stop: int) -> PreparedSplit:
+    return dataclasses.replace(prepared, rows=prepared.rows[start:stop], ids=prepared.ids[start:stop],
+                               targets=prepared.targets[start:stop])
+
+
 def evaluate(
     backbone: "Backbone",
     task: "TaskSpec",
     prompt: torch.Tensor | None,
     prepared: PreparedSplit | None = None,
+    *,
+    shard: bool | None = None,
     **kwargs: Any,
 ) -> EvalResult:
-    """Evaluate to the end and return the final result."""
+    """Evaluate to the end and return the final result.
+
+    Under data parallelism (a running process group, ``shard`` None or True) each rank scores its own
+    contiguous share of the rows and the predictions are gathered, so every rank returns the same result
+    over all rows in the time of 1/N of them; every rank must call it with the same split (as every rank
+    of a torchrun job does). ``shard=False`` scores every row on this rank."""
+    world = distributed.world_size()
+    if world > 1 and shard is not False:
+        from tpv_core.distributed import concat_shards, gather_objects, shard_bounds
+
+        rank = torch.distributed.get_rank()
+        if prepared is None:
+            prepared = prepare_split(backbone, task, kwargs.pop("split", "validation"), limit=kwargs.pop("limit", None))
+        start, stop = shard_bounds(len(prepared), rank, world)
+        mine = evaluate(backbone, task, prompt, _shard(prepared, start, stop), shard=False,
+                        **kwargs) if stop > start else None
+        parts = gather_objects(([] if mine is None else mine.predictions, 0 if mine is None else mine.invalid))
+        preds = concat_shards([p for p, _ in parts])
+        invalid = sum(i for _, i in parts)
+        # each finished shard returns its predictions in row order, so the concatenation is in row order
+        return EvalResult(task.name, prepared.split, len(preds), len(prepared),
+                          _metrics(task, preds, prepared.rows[: len(preds)]), partial=len(preds) < len(prepared),
+                          method=kwargs.get("method", "rank"), predictions=preds, invalid=invalid,
+                          order=list(range(len(preds))))
     result = None
     for result in iter_evaluate(backbone, task, prompt, prepared, **kwargs):
         pass

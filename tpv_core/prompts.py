@@ -121,6 +121,11 @@ def make_origin(
         raise ValueError(f"unknown origin kind {kind!r}; choose one of {', '.join(ORIGIN_KINDS)}")
     if length < 0:
         raise ValueError(f"prompt length must be >= 0, got {length}")
+    if backbone is not None and kind == "vocab" and hasattr(backbone, "input_embedding_rows"):  # the rows only
+        if length > (limit := min(vocab_limit, int(backbone.vocab_size))):
+            raise ValueError(f"cannot sample {length} distinct tokens from the first {limit} ids")
+        rows = backbone.input_embedding_rows(torch.randperm(limit, generator=_seed_generator(seed, kind))[:length])
+        return Origin(backbone.name, kind, int(seed), int(length), int(backbone.dim), int(vocab_limit), rows)
     if backbone is not None:
         embeddings = backbone.input_embeddings()
         backbone_name = backbone.name

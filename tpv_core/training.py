@@ -5,17 +5,26 @@ linear decay, gradient clipping, bf16 autocast inside the backbone, dynamic padd
 validation that keeps the best prompt, deterministic for a seed, cancellable between steps, and
 resumable from a stored prompt.
 
-Data parallel: under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) every process draws the
-same global batch order and takes its own slice of each global batch (``batch_size`` rows per
-process); the prompt's gradient is averaged with ``all_reduce`` before the update, so N processes with
-batch B follow the same path as one process with batch N*B.
+Data parallel: under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1; set-up in
+`tpv_core.distributed`) every process draws the same global batch order and takes its own slice of each
+global batch (``batch_size`` rows per process). Each rank sums its items' losses, the item counts are
+summed over ranks first, and the gradients of sum / global count are summed with ``all_reduce``: the
+global token average, so N processes with batch B follow the path of one process with batch N*B even
+when multi-token labels give ranks different token counts. Validation is split across ranks
+(`evaluation.evaluate`).
+
+Host syncs: the step reads nothing back from the device (targets are checked on the host, batch layouts
+are built on the host); the loss is read every ``log_every`` steps on accelerators (every step on CPU,
+where reading costs nothing), so a GPU can run ahead of Python.
+
+Longer than 350 lines because the loop stays on one screen with everything it shares state with
+(data-parallel reduction, batched loss reads, checkpoints, validation, best-prompt keeping).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -25,7 +34,9 @@ import torch
 import torch.distributed as dist
 
 from tpv_core import __version__
+from tpv_core import distributed
 from tpv_core.budget import epoch_steps, lr_schedule, warmup_steps
+from tpv_core.device import default_batch_size
 from tpv_core.evaluation import PreparedSplit, evaluate, prepare_split
 from tpv_core.prompts import Origin, SoftPrompt
 from tpv_core.readout import check_readout, tuned_readout  # noqa: F401  (tuned_readout: re-exported)
@@ -69,18 +80,26 @@ class TrainConfig:
     chat: bool = False
     selection_metric: str | None = None  # default: the task's first metric
     recipe: str = "demo"  # the recipe these fields came from (tpv_core.recipes), recorded with the prompt
+    log_every: int | None = None  # steps between loss reads (host syncs); default 1 on CPU, 10 on accelerators
 
-    def resolved(self, family: str, train_rows: int | None = None, world: int = 1) -> "TrainConfig":
-        """Every ``None`` filled in; an epoch budget becomes steps, validated once per epoch (`budget`)."""
+    def resolved(self, family: str, train_rows: int | None = None, world: int = 1,
+                 device: "torch.device | str | None" = None) -> "TrainConfig":
+        """Every ``None`` filled in for the backbone ``family`` on ``device`` (the batch size depends on it); an
+        epoch budget becomes steps, validated once per epoch (`budget`)."""
         d = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["decoder"])
-        batch_size = self.batch_size if self.batch_size is not None else d["batch_size"]
+        on_cpu = device is None or torch.device(device).type == "cpu"
+        batch_size = self.batch_size if self.batch_size is not None else (
+            d["batch_size"] if on_cpu else default_batch_size(device))
         steps, per_epoch = epoch_steps(self.epochs, self.steps, train_rows, batch_size, world)
         c = dataclasses.replace(
             self,
             steps=steps if steps is not None else d["steps"],
             batch_size=batch_size,
             lr=self.lr if self.lr is not None else d["lr"],
+            log_every=self.log_every if self.log_every is not None else (1 if on_cpu else 10),
         )
+        if c.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {c.log_every}")
         if c.eval_every is None:
             c.eval_every = per_epoch or max(1, c.steps // 5)
         if c.optimizer not in ("adamw", "adafactor"):
@@ -127,15 +146,6 @@ class TrainResult:
 
 def default_length(backbone: "Backbone") -> int:
     return FAMILY_DEFAULTS.get(backbone.family, FAMILY_DEFAULTS["decoder"])["length"]
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world_size), initialising the process group when launched by torchrun/accelerate."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _optimizer(cfg: TrainConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
@@ -229,11 +239,12 @@ def tune_prompt(
         raise ValueError(f"origin {origin.id} has width {origin.dim} but {backbone.name} has d={backbone.dim}")
     if train_rows is not None and len(tasks) > 1:
         raise ValueError("train_rows can only be given for a single task")
-    rank, world = _distributed()
+    ctx = distributed.ensure_for(backbone.device)
+    rank, world = ctx.rank, ctx.world_size
     t0 = time.perf_counter()
 
     rows = [training_rows(t, base, train_rows) for t in tasks]
-    cfg = base.resolved(backbone.family, train_rows=sum(map(len, rows)), world=world)
+    cfg = base.resolved(backbone.family, train_rows=sum(map(len, rows)), world=world, device=backbone.device)
     streams = [_Stream(backbone, t, r, cfg, cfg.data_seed + i) for i, (t, r) in enumerate(zip(tasks, rows))]
     if validation is None and cfg.eval_every and cfg.steps:
         validation = [prepare_split(backbone, t, "validation", limit=cfg.eval_limit, chat=cfg.chat) for t in tasks]
@@ -253,6 +264,8 @@ def tune_prompt(
         start_tensor, start_step = resume.tensor, int(resume.metadata.get("steps") or 0)
     prompt = torch.nn.Parameter(start_tensor.detach().float().clone().to(backbone.device))
     opt = _optimizer(cfg, [prompt])
+    # fp16 weights (GPUs without native bf16): scale the loss so the prompt's gradient does not underflow
+    scaler = torch.amp.GradScaler(backbone.device.type) if backbone.weight_dtype == torch.float16 else None
     factor = lr_schedule(cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + start_step))
 
@@ -292,39 +305,72 @@ def tune_prompt(
         history.append({"step": 0, "loss": None, "lr": 0.0, f"val_{metric}": best_score})
 
     t_loop = time.perf_counter()
+    pending: list[tuple[dict[str, Any], torch.Tensor, float | None]] = []  # records whose loss is still on the device
+    mark_step = None
+    if backbone.device.type == "lazy":  # a lazy-tensor device runs a step's graph at the step boundary (XLA-style)
+        from torch._lazy import mark_step
+
+    def flush() -> None:
+        """Read the pending losses in one host sync, then record and report those steps in order."""
+        if not pending:
+            return
+        values = torch.stack([t for _, t, _ in pending]).tolist()
+        for (record, _, val), value in zip(pending, values):
+            record["loss"] = value
+            history.append(record)
+            if progress is not None and rank == 0:
+                now = time.perf_counter()
+                progress(Progress(record["step"], cfg.steps, value, record["lr"], now - t0, val,
+                                  None if best_score == -math.inf else best_score, now - t_loop, start_step))
+        pending.clear()
+
     for step in range(start_step, cfg.steps):
         if cancel is not None and cancel():
             cancelled = True
             break
         stream, idx = draw(step)
-        batch = backbone.collate([stream.ids[i] for i in idx], max_length=cfg.max_length)
-        loss = backbone.loss(batch, prompt, stream.labels, stream.targets[idx].to(backbone.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if world > 1:
-            dist.all_reduce(prompt.grad, op=dist.ReduceOp.SUM)
-            prompt.grad /= world
-        torch.nn.utils.clip_grad_norm_([prompt], cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        record: dict[str, Any] = {"step": step + 1, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0]}
+        with backbone.forward_slot(f"training step {step + 1} ({len(idx)} rows per process)"):
+            batch = backbone.collate([stream.ids[i] for i in idx], max_length=cfg.max_length)
+            total, count = backbone.loss_terms(batch, prompt, stream.labels, stream.targets[idx])
+            # [sum of losses, number of items] over all ranks: one collective, no host sync
+            loss_sum, n_items = total.detach().float(), torch.full((), float(max(count, 1)), device=total.device)
+            if world > 1:
+                stats = distributed.all_reduce_sum_(torch.stack([loss_sum, n_items]))
+                loss_sum, n_items = stats[0], stats[1]
+            loss = total / n_items  # this rank's share of the global token average
+            opt.zero_grad(set_to_none=True)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            if world > 1:  # sum of the shares = gradient of the global average
+                dist.all_reduce(prompt.grad, op=dist.ReduceOp.SUM)
+            if scaler is not None:
+                scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_([prompt], cfg.max_grad_norm)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            sched.step()
+        if mark_step is not None:
+            mark_step()
+        record: dict[str, Any] = {"step": step + 1, "loss": None, "lr": sched.get_last_lr()[0]}
         val = None
         if validation and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             val = validate()
             record[f"val_{metric}"] = val
             if val > best_score:
                 best_score, best_step, best = val, step + 1, prompt.detach().clone()
-        history.append(record)
+        pending.append((record, loss_sum / n_items, val))
         done = step + 1
         if checkpoint is not None and rank == 0 and checkpoint.due(done, cfg.steps):
             from tpv_core.checkpoint import TrainState
 
+            flush()  # the history up to this step goes into the checkpoint (one loss read, at checkpoints only)
             checkpoint.save(TrainState(done, prompt, best, best_score, best_step, history, opt.state_dict(),
                                        spent_before + time.perf_counter() - t0), identity)
-        if progress is not None and rank == 0:
-            now = time.perf_counter()
-            progress(Progress(step + 1, cfg.steps, record["loss"], record["lr"], now - t0, val,
-                              None if best_score == -math.inf else best_score, now - t_loop, start_step))
+        if val is not None or (step + 1 - start_step) % cfg.log_every == 0:
+            flush()
+    flush()
     if best_score == -math.inf:  # no validation: the last prompt is the result
         best, best_step = prompt.detach().clone(), done
 
@@ -337,7 +383,9 @@ def tune_prompt(
         readout={t.name: backbone.readout(t) for t in tasks},
         training={**cfg.as_dict(), "train_rows": sum(len(s.rows) for s in streams), "world_size": world,
                   "tasks": [t.name for t in tasks], "init": "origin" if init is None else "custom",
-                  "precision": str(backbone.compute_dtype), "warmup_steps_used": warmup_steps(cfg)},
+                  "precision": str(backbone.compute_dtype), "weights_dtype": str(backbone.weight_dtype),
+                  "device_type": backbone.device.type, **backbone.run_options(),
+                  "warmup_steps_used": warmup_steps(cfg)},
         data={t.name: data_record(t, len(s.rows), len(v) if v is not None else None)
               for t, s, v in zip(tasks, streams, validation or [None] * len(tasks))},
         metrics={f"val_{metric}": best_score} if best_score != -math.inf else {},

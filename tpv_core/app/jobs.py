@@ -253,7 +253,9 @@ class JobQueue:
             except JobCancelled:
                 state = CANCELLED
             except Exception as exc:  # a failed job must not kill the worker
-                state, error = FAILED, f"{type(exc).__name__}: {exc}"
+                from tpv_core.app.appstate import describe_failure
+
+                state, error = FAILED, describe_failure(exc)  # out-of-memory: what to do, memory released
                 message = traceback.format_exc(limit=4)
             with self._lock:
                 s = job.status

@@ -131,7 +131,6 @@ class DecoderBackbone(Backbone):
             pos_rows.append(pos)
 
         B, S = len(rows), max(1, max(len(e) for e in ext_rows))
-        dev = self.device
         ids = torch.full((B, S), self.pad_id, dtype=torch.long)
         seg = torch.full((B, L + S), -1, dtype=torch.long)
         pos = torch.zeros((B, L + S), dtype=torch.long)
@@ -142,22 +141,27 @@ class DecoderBackbone(Backbone):
                 ids[i, : len(e)] = torch.tensor(e)
                 seg[i, L: L + len(e)] = torch.tensor(s)
                 pos[i, L: L + len(e)] = torch.tensor(p)
-        ids, seg, pos = ids.to(dev), seg.to(dev), pos.to(dev)
+        # built on the host, copied without blocking (no device-to-host read anywhere in this pass)
+        ids, seg, pos = self._to_device(ids), self._to_device(seg), self._to_device(pos)
+        g_row, g_col, g_tok, g_owner = (self._to_device(torch.tensor(x, dtype=torch.long))
+                                        for x in (g_row, g_col, g_tok, g_owner))
         valid = seg >= 0
         emb = self.word_embed(ids)
         if L:
             emb = torch.cat([prompt.unsqueeze(0).expand(B, -1, -1), emb], dim=1)
-        if multi:
+        if multi or self.device.type != "cpu":
+            # our own 4-D mask; on accelerators always, because given a 2-D mask Hugging Face reads the padding
+            # mask back to the host to decide whether it may skip it (a device sync in every forward pass)
             mask = self._branch_mask(seg, valid)
         else:  # one branch per row: the plain causal mask over the real tokens is exact
             mask = valid.long()
         with self._autocast():
-            out = self.base(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=False)
+            out = self.base(inputs_embeds=self.model_input(emb), attention_mask=mask, position_ids=pos,
+                            use_cache=False)
         hidden = out[0]
-        sel = hidden[torch.tensor(g_row, device=dev), torch.tensor(g_col, device=dev)]
+        sel = hidden[g_row, g_col]
         logp = F.log_softmax(self._lm_logits(sel), dim=-1)
-        tok = torch.tensor(g_tok, device=dev)
-        return logp.gather(1, tok[:, None]).squeeze(1), torch.tensor(g_owner, device=dev)
+        return logp.gather(1, g_tok[:, None]).squeeze(1), g_owner
 
     def _branch_mask(self, seg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """4-D mask (B, 1, Q, Q): causal, real keys only, and a branch sees the shared prefix (segment 0)
@@ -168,11 +172,7 @@ class DecoderBackbone(Backbone):
         same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)
         allowed = causal[None] & same & valid[:, None, :]
         allowed |= torch.eye(Q, dtype=torch.bool, device=seg.device)[None]
-        allowed = allowed[:, None]
-        if getattr(self.model.config, "_attn_implementation", "sdpa") in ("sdpa", "flex_attention"):
-            return allowed
-        return torch.zeros(allowed.shape, dtype=torch.float32, device=seg.device).masked_fill(
-            ~allowed, torch.finfo(torch.float32).min)
+        return self.attention_mask_4d(allowed[:, None])
 
     def features(self, batch: InputBatch, prompt: torch.Tensor | None = None) -> torch.Tensor:
         emb, mask = self.embed(batch, prompt)  # prompt first, rows right-padded
@@ -191,11 +191,13 @@ class DecoderBackbone(Backbone):
         scores = torch.zeros(B * C, dtype=torch.float32, device=self.device).index_add(0, owner, logp)
         return scores.view(B, C)
 
-    def loss(self, batch: InputBatch, prompt: torch.Tensor, labels: LabelSet, targets: torch.Tensor) -> torch.Tensor:
-        targets = self._check_targets(targets, batch, labels)
+    def loss_terms(self, batch: InputBatch, prompt: torch.Tensor, labels: LabelSet,
+                   targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+        targets = self._check_targets(targets, batch, labels)  # on the host: tolist() is free
         ans = self.answer_tokens(labels, batch.chat)
-        logp, _ = self.answer_logprobs(batch, prompt, [[ans[t]] for t in targets.tolist()])
-        return -logp.mean()  # token-level cross-entropy, mean over answer tokens
+        chosen = [ans[t] for t in targets.tolist()]
+        logp, _ = self.answer_logprobs(batch, prompt, [[a] for a in chosen])
+        return -logp.sum(), sum(len(a) for a in chosen)  # token-level cross-entropy over answer tokens
 
     @torch.no_grad()
     def generate(self, batch: InputBatch, prompt: torch.Tensor | None, max_new_tokens: int = 8) -> list[str]:
@@ -221,7 +223,7 @@ class DecoderBackbone(Backbone):
                 break
             mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
             with self._autocast():
-                out = self.base(inputs_embeds=self.word_embed(nxt[:, None]), attention_mask=mask,
+                out = self.base(inputs_embeds=self.model_input(self.word_embed(nxt[:, None])), attention_mask=mask,
                                 position_ids=(ends + step)[:, None], past_key_values=cache, use_cache=True)
             cache = out.past_key_values
             h = out[0][:, -1]

@@ -130,6 +130,8 @@ class EncoderBackbone(Backbone):
         desc = self.description_embeddings(labels)
         return F.normalize(self.pooled(batch, prompt), dim=-1) @ desc.T / self.temperature
 
-    def loss(self, batch: InputBatch, prompt: torch.Tensor, labels: LabelSet, targets: torch.Tensor) -> torch.Tensor:
+    def loss_terms(self, batch: InputBatch, prompt: torch.Tensor, labels: LabelSet,
+                   targets: torch.Tensor) -> tuple[torch.Tensor, int]:
         targets = self._check_targets(targets, batch, labels)
-        return F.cross_entropy(self.label_scores(batch, prompt, labels), targets)
+        scores = self.label_scores(batch, prompt, labels)
+        return F.cross_entropy(scores, self._to_device(targets), reduction="sum"), len(batch)

@@ -45,7 +45,7 @@ from tpv_core.backbones.fetch import (
     smollm2_available,
 )
 from tpv_core.backbones.seq2seq import Seq2SeqBackbone
-from tpv_core.device import autocast_dtype, pick_device
+from tpv_core.device import enable_tf32, pick_device, plan_precision
 from tpv_core.env import offline_requested
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,13 @@ class ProviderInfo:
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """What a provider's loader gets: where to put the model, the autocast dtype, and whom to tell."""
+    """What a provider's loader gets: where to put the model, the autocast dtype, whom to tell, and the dtype
+    the weights load in (`tpv_core.device.plan_precision`: bf16 straight onto a bf16 GPU, fp32 on CPU)."""
 
     device: torch.device
     dtype: torch.dtype | None
     notify: Notify | None
+    weights: torch.dtype = torch.float32
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,16 @@ def detect_family(config: Any) -> str:
 
 
 def _load_pretrained(ref: str, *, name: str, model_id: str, revision: str | None, device: torch.device,
-                     dtype: torch.dtype | None, local_files_only: bool, family: str | None = None) -> Backbone:
+                     dtype: torch.dtype | None, local_files_only: bool, family: str | None = None,
+                     weights: torch.dtype = torch.float32) -> Backbone:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(ref, local_files_only=local_files_only)
     family = family or detect_family(config)
     cls = {"seq2seq": AutoModelForSeq2SeqLM, "decoder": AutoModelForCausalLM, "encoder": AutoModel}[family]
-    model = cls.from_pretrained(ref, config=config, local_files_only=local_files_only, dtype=torch.float32)
+    # weights in their run dtype, straight onto a GPU (no fp32 copy in host RAM: 8B = 16 GB, not 32 GB)
+    placement = {"device_map": {"": device}} if device.type == "cuda" else {}
+    model = cls.from_pretrained(ref, config=config, local_files_only=local_files_only, dtype=weights, **placement)
     tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_files_only)
     rev = revision or hub_commit(ref)
     return FAMILY_CLASSES[family](name=name, model_id=model_id, revision=str(rev), model=model, tokenizer=tokenizer,
@@ -122,7 +127,7 @@ def _offline_models() -> str:
 
 
 def _load_hub(repo_id: str, name: str, req: LoadRequest) -> Backbone:
-    kw = dict(name=name, model_id=repo_id, revision=None, device=req.device, dtype=req.dtype)
+    kw = dict(name=name, model_id=repo_id, revision=None, device=req.device, dtype=req.dtype, weights=req.weights)
     try:  # the local hub cache first: no network needed
         return _load_pretrained(repo_id, local_files_only=True, **kw)
     except Exception as e:  # not cached (OSError / ValueError depending on the file that is missing)
@@ -156,13 +161,14 @@ def _load_smollm2(p: Provider, req: LoadRequest) -> Backbone:
     folder = ensure_smollm2(req.notify)
     prov = json.loads((folder / "tpv-provenance.json").read_text())
     return _load_pretrained(str(folder), name=p.name, model_id=p.model_id, revision=prov.get("source"),
-                            device=req.device, dtype=req.dtype, local_files_only=True, family=p.family)
+                            device=req.device, dtype=req.dtype, local_files_only=True, family=p.family,
+                            weights=req.weights)
 
 
 def _load_minilm(p: Provider, req: LoadRequest) -> Backbone:
     folder, provenance = minilm_dir(req.notify)
     return _load_pretrained(str(folder), name=p.name, model_id=p.model_id, revision=provenance, device=req.device,
-                            dtype=req.dtype, local_files_only=True, family=p.family)
+                            dtype=req.dtype, local_files_only=True, family=p.family, weights=req.weights)
 
 
 def _minilm_available(p: Provider) -> bool:
@@ -205,12 +211,15 @@ def load_backbone(name: str, device: str | None = None, precision: str = "auto",
                   notify: Notify | None = None) -> Backbone:
     """Load a frozen backbone by provider name, hub id or local folder.
 
-    ``device``: None/"auto" (CUDA when present), "cpu", "cuda[:N]". ``precision``: "auto" (bf16 autocast on
-    CUDA and on CPUs with AVX512-BF16, else fp32), "fp32" or "bf16". ``notify`` receives progress messages
-    (one-time conversions, downloads, offline substitutions).
+    ``device``: None/"auto" (CUDA when present), "cpu", "cuda[:N]". ``precision``: "auto", "fp32", "bf16" or
+    "fp16" (`tpv_core.device.plan_precision`: on CUDA bf16 weights loaded straight onto the GPU where bf16 is
+    native, fp16 + loss scaling where not; on CPU fp32 weights with bf16 autocast where the CPU has it).
+    ``notify`` receives progress messages (one-time conversions, downloads, offline substitutions).
     """
     dev = pick_device(device)
-    req = LoadRequest(device=dev, dtype=autocast_dtype(dev, precision), notify=notify)
+    plan = plan_precision(dev, precision)  # the backbone's own device decides, native support only
+    enable_tf32(dev)
+    req = LoadRequest(device=dev, dtype=plan.compute, notify=notify, weights=plan.weights)
     if name in _PROVIDERS:
         p = _PROVIDERS[name]
         return p.kind.load(p, req)
@@ -222,7 +231,8 @@ def load_backbone(name: str, device: str | None = None, precision: str = "auto",
             raise ModelUnavailableError(str(e)) from None
         resolved = found.path
         return _load_pretrained(resolved, name=resolved, model_id=resolved, revision=f"local:{resolved}",
-                                device=req.device, dtype=req.dtype, local_files_only=True, family=found.family)
+                                device=req.device, dtype=req.dtype, local_files_only=True, family=found.family,
+                                weights=req.weights)
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return _load_hub(name, name, req)
     known = ", ".join(p.name for p in _PROVIDERS.values() if not p.for_tests)

@@ -47,8 +47,15 @@ class Seq2SeqBackbone(Backbone):
         """Encoder hidden states (B, L+T, d) of prompt | input, and their mask."""
         emb, mask = self.embed(batch, prompt)
         with self._autocast():
-            enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask)[0]
+            enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=self._keys_mask(mask))[0]
         return enc, mask
+
+    def _keys_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The (B, K) key mask as passed to the model: itself on CPU; on accelerators the 4-D (B, 1, 1, K) form,
+        which Hugging Face does not read back to the host (`attention_mask_4d`)."""
+        if self.device.type == "cpu":
+            return mask
+        return self.attention_mask_4d(mask[:, None, None, :].bool())
 
     def features(self, batch: InputBatch, prompt: torch.Tensor | None = None) -> torch.Tensor:
         enc, mask = self.encode(batch, prompt)
@@ -63,21 +70,29 @@ class Seq2SeqBackbone(Backbone):
         labels = torch.full((N, K), -100, dtype=torch.long)
         for k, a in enumerate(answers):
             labels[k, : len(a)] = torch.tensor(a)
-        labels = labels.to(dev)
-        dec_in = torch.full((N, K), self.pad_id, dtype=torch.long, device=dev)
+        # everything indexed by the answer layout is built on the host (boolean-mask indexing on the device
+        # would read the mask back: a sync per step)
+        real = labels >= 0
+        dec_in = torch.full((N, K), self.pad_id, dtype=torch.long)
         dec_in[:, 0] = self.decoder_start_id
         dec_in[:, 1:] = labels[:, :-1].clamp(min=0)
         dec_in = torch.where(dec_in < 0, torch.full_like(dec_in, self.pad_id), dec_in)
-        real = labels >= 0
+        rb, rk = real.nonzero(as_tuple=True)
+        tok = labels[rb, rk]
+        n_tokens = int(rb.numel())
+        dec_in, real_d, rb, rk, tok = (self._to_device(t) for t in (dec_in, real.long(), rb, rk, tok))
+        self_mask = real_d
+        if self.device.type != "cpu":  # causal over the real answer tokens, as a 4-D mask (no host read-back)
+            causal = torch.ones(K, K, dtype=torch.bool, device=dev).tril()
+            self_mask = self.attention_mask_4d(causal[None, None] & real_d.bool()[:, None, None, :])
         with self._autocast():
             hidden = self.model.get_decoder()(
-                input_ids=dec_in, attention_mask=real.long(), encoder_hidden_states=enc[row_index],
-                encoder_attention_mask=enc_mask[row_index], use_cache=False,
+                input_ids=dec_in, attention_mask=self_mask, encoder_hidden_states=enc[row_index],
+                encoder_attention_mask=self._keys_mask(enc_mask[row_index]), use_cache=False,
             )[0]
-        sel = hidden[real]
-        logp = F.log_softmax(self._lm_logits(sel), dim=-1).gather(1, labels[real][:, None]).squeeze(1)
-        owner = torch.arange(N, device=dev)[:, None].expand(N, K)[real]
-        return torch.zeros(N, dtype=torch.float32, device=dev).index_add(0, owner, logp), int(real.sum())
+        sel = hidden[rb, rk]
+        logp = F.log_softmax(self._lm_logits(sel), dim=-1).gather(1, tok[:, None]).squeeze(1)
+        return torch.zeros(N, dtype=torch.float32, device=dev).index_add(0, rb, logp), n_tokens
 
     def label_scores(self, batch: InputBatch, prompt: torch.Tensor | None, labels: LabelSet) -> torch.Tensor:
         ans = self.answer_tokens(labels)
@@ -87,13 +102,14 @@ class Seq2SeqBackbone(Backbone):
         scores, _ = self.answer_logprobs(enc, mask, rows, ans * B)
         return scores.view(B, C)
 
-    def loss(self, batch: InputBatch, prompt: torch.Tensor, labels: LabelSet, targets: torch.Tensor) -> torch.Tensor:
+    def loss_terms(self, batch: InputBatch, prompt: torch.Tensor, labels: LabelSet,
+                   targets: torch.Tensor) -> tuple[torch.Tensor, int]:
         targets = self._check_targets(targets, batch, labels)
         ans = self.answer_tokens(labels)
         enc, mask = self.encode(batch, prompt)
         total, n_tokens = self.answer_logprobs(enc, mask, torch.arange(len(batch), device=self.device),
                                                [ans[t] for t in targets.tolist()])
-        return -total.sum() / n_tokens  # token-level cross-entropy, mean over answer tokens (EOS included)
+        return -total.sum(), n_tokens  # token-level cross-entropy over answer tokens (EOS included)
 
     @torch.no_grad()
     def generate(self, batch: InputBatch, prompt: torch.Tensor | None, max_new_tokens: int = 8) -> list[str]:
@@ -106,8 +122,8 @@ class Seq2SeqBackbone(Backbone):
         done = [False] * B
         for _ in range(max_new_tokens):
             with self._autocast():
-                h = self.model.get_decoder()(input_ids=dec, encoder_hidden_states=enc, encoder_attention_mask=mask,
-                                             use_cache=False)[0][:, -1]
+                h = self.model.get_decoder()(input_ids=dec, encoder_hidden_states=enc,
+                                             encoder_attention_mask=self._keys_mask(mask), use_cache=False)[0][:, -1]
             nxt = self._lm_logits(h).argmax(-1)
             if self._append_tokens(nxt, stop, generated, done):
                 break

@@ -8,6 +8,7 @@ as a traceback (``TPV_DEBUG=1`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -43,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tpv_core.cli.common import resolve_store
 
         resolve_store(args)
-        result = args.func(args)
+        with _data_parallel(args):
+            result = args.func(args)
     except KeyboardInterrupt:
         print("tpv: interrupted", file=sys.stderr)
         return 130
@@ -54,6 +56,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tpv: error: {msg}", file=sys.stderr)
         return 2
     return int(result or 0)
+
+
+@contextlib.contextmanager
+def _data_parallel(args: argparse.Namespace):
+    """Under ``torchrun --nproc_per_node N``: start the process group before any model loads (each rank on
+    the device of its LOCAL_RANK, `tpv_core.distributed.setup`), let rank 0 alone print, and end with a
+    barrier and a clean shutdown. Without a launcher: nothing."""
+    from tpv_core import distributed
+
+    if distributed.launcher_env()[1] == 1:
+        yield
+        return
+    ctx = distributed.setup(getattr(args, "device", None))
+    quiet = open(os.devnull, "w") if not ctx.is_main else None
+    try:
+        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            yield
+    finally:
+        if quiet:
+            quiet.close()
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,7 +51,7 @@ def resolve_store(args) -> None:
 def add_backbone_args(p, required: bool = True) -> None:
     p.add_argument("--backbone", required=required, help="model name (see `tpv models list`) or hub id or folder")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="frozen model compute precision (auto: bf16 where the CPU/GPU supports it)")
 
 
@@ -59,12 +59,21 @@ def load_backbone_for_cli(args):
     """Load the backbone named on the command line, telling the user what happens (first-time conversions)."""
     import sys
 
+    from tpv_core import distributed
     from tpv_core.backbones import load_backbone
 
     def notify(msg: str) -> None:
-        print(f"[{args.backbone}] {msg}", file=sys.stderr, flush=True)
+        if distributed.is_main():
+            print(f"[{args.backbone}] {msg}", file=sys.stderr, flush=True)
 
-    return load_backbone(args.backbone, device=args.device, precision=args.precision, notify=notify)
+    ctx = distributed.current()  # under torchrun: the device of this rank's LOCAL_RANK, chosen at set-up
+    device = str(ctx.device) if ctx.distributed else args.device
+    backbone = load_backbone(args.backbone, device=device, precision=args.precision, notify=notify)
+    if getattr(args, "gradient_checkpointing", False):
+        backbone.enable_gradient_checkpointing()
+    if getattr(args, "compile", False):
+        backbone.compile()
+    return backbone
 
 
 def parse_seeds(values) -> list[int]:
@@ -129,7 +138,10 @@ def positive_int(text: str) -> int:
 def progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True)
+    from tpv_core import distributed
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True,
+                disable=not distributed.is_main())  # under torchrun: one bar, rank 0's
 
 
 def add_data_args(p) -> None:

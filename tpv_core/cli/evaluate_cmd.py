@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from tpv_core import distributed
 from tpv_core.cli.common import (
     add_backbone_args,
     add_data_args,
@@ -90,7 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             res = evaluate(backbone, task, tensor, prepared, batch_size=args.batch_size, method=args.method)
             rows_out.append({"task": task.name, "prompt": kind, "origin": oid, "split": args.split, "n": res.n,
                              "method": args.method, **res.metrics})
-            if not args.json:
+            if not args.json and distributed.is_main():
                 print(f"{task.name} {kind} {oid}: " + ", ".join(f"{k}={v:.4f}" for k, v in res.metrics.items()),
                       file=sys.stderr)
     if args.json:

@@ -93,7 +93,10 @@ def _bound(args: argparse.Namespace, names: list[str]) -> list:
 
 
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    from tpv_core import distributed
+
+    if distributed.is_main():  # under torchrun: rank 0 speaks
+        print(msg, file=sys.stderr, flush=True)
 
 
 def cmd_cross_origin(args: argparse.Namespace) -> int:

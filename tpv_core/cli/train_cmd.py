@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=non_negative_int, default=25, metavar="N",
                    help="save a resumable checkpoint every N steps beside the store (0: none; removed at the end)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute block activations in the backward pass (less memory, ~1/3 more compute)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each transformer block (GPUs)")
     p.set_defaults(func=cmd_train)
 
 

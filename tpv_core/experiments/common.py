@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from tpv_core import distributed
 from tpv_core.prompts import SoftPrompt
 from tpv_core.atomic import atomic_write_bytes, atomic_write_text
 from tpv_core.store import PromptStore, StoreError
@@ -50,6 +51,8 @@ class ResultsLog:
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         self._keys.add(self._k(row))
+        if not distributed.is_main():  # under torchrun every rank holds the rows; rank 0 writes them
+            return
         buf = io.StringIO()
         self.frame().to_csv(buf, index=False)
         atomic_write_text(self.path, buf.getvalue())
@@ -121,7 +124,10 @@ def require(prompts: dict[int, SoftPrompt], what: str, store: PromptStore, backb
 
 
 def write_outputs(out_dir: Path, name: str, summary: pd.DataFrame, figures: dict[str, Any]) -> list[Path]:
-    """Write the summary CSV and each figure as HTML (always) and PNG (when Chromium is available)."""
+    """Write the summary CSV and each figure as HTML (always) and PNG (when Chromium is available); under
+    torchrun on rank 0 only (the other ranks return no files)."""
+    if not distributed.is_main():
+        return []
     files = [atomic_write_text(out_dir / f"{name}_summary.csv", summary.to_csv(index=False))]
     from tpv_core import plots
 

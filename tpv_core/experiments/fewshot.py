@@ -20,6 +20,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from tpv_core import distributed
 from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.experiments.common import (
     ExperimentResult,
@@ -158,7 +159,8 @@ def run_fewshot(
                 src_cfg = TrainConfig(**{k: v for k, v in (src_prompts[srcs[0].name][seed].metadata.get("training") or {}).items()
                                          if k in {f.name for f in dataclasses.fields(TrainConfig)} and k != "k_shot"})
                 mt = tune_prompt(backbone, srcs, origin, src_cfg).prompt
-                store.save(mt)
+                if distributed.is_main():  # under torchrun: rank 0 writes, every rank goes on with mt
+                    store.save(mt)
                 init_tensors["multitask"] = mt.tensor
         for init, tensor in init_tensors.items():
             for k in capped:
