@@ -54,6 +54,12 @@ batch = int(c3.number_input("Batch size", min_value=1, max_value=512, key=keep(f
                                                                               defaults["batch_size"])))
 eval_limit = int(c4.number_input("Validation rows", min_value=8, step=8, key=keep("train_eval_limit", 200),
                                  help="rows scored at each validation during training (the best prompt is kept)"))
+c1, c2 = st.columns([1, 3])
+sources = ["auto", "bundled", "hub"]
+source = c1.selectbox("Data source", sources, key=keep("train_source", "auto", options=sources),
+                      help="auto: the bundled subset when the task ships one, else the hub; hub: the full sets (online)")
+data_dir = c2.text_input("Full local copies (folder, optional)", key=keep("train_data_dir", ""),
+                         placeholder="DIR holding DIR/<task>/train.jsonl|csv|parquet or a save_to_disk folder") or None
 overwrite = st.checkbox("Retrain prompts the store already has", key=keep("train_overwrite", False))
 
 try:
@@ -69,7 +75,8 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:", dis
     cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch, k_shot=k, eval_limit=eval_limit,
                       eval_every=max(1, steps // 5))
     spec = TrainRequest(backbone=bb_name, tasks=tuple(tasks), seeds=tuple(seeds), store_root=root, config=cfg,
-                        length=length, origin_kind=kind, force=overwrite, metadata={"command": "app: Train page"})
+                        length=length, origin_kind=kind, force=overwrite, source=source, data_dir=data_dir,
+                        metadata={"command": "app: Train page"})
     try:
         job_id = submit_training(queue, spec, ui.model_cache().get)
         st.session_state["my_jobs"] = [*st.session_state["my_jobs"], job_id]

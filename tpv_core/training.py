@@ -35,12 +35,14 @@ import torch.distributed as dist
 
 from tpv_core import __version__
 from tpv_core import distributed
+from tpv_core.budget import epoch_steps, lr_schedule, warmup_steps
 from tpv_core.device import default_batch_size
 from tpv_core.evaluation import PreparedSplit, evaluate, prepare_split
 from tpv_core.prompts import Origin, SoftPrompt
 from tpv_core.readout import check_readout, tuned_readout  # noqa: F401  (tuned_readout: re-exported)
 from tpv_core.tasks import k_shot as sample_k_shot
 from tpv_core.tasks import load_split
+from tpv_core.tasks.sources import data_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from tpv_core.backbones.base import Backbone
@@ -65,6 +67,8 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | adafactor
     weight_decay: float = 1e-5
     warmup_ratio: float = 0.06
+    warmup_steps: int | None = None  # a fixed number of warmup steps (the paper: 500); overrides warmup_ratio
+    epochs: float | None = None  # a budget in passes over the training rows; used when steps is None
     max_grad_norm: float = 1.0
     eval_every: int | None = None  # default: steps // 5
     eval_limit: int | None = 100  # validation rows scored during training (None = all)
@@ -75,28 +79,33 @@ class TrainConfig:
     data_seed: int = 0
     chat: bool = False
     selection_metric: str | None = None  # default: the task's first metric
+    recipe: str = "demo"  # the recipe these fields came from (tpv_core.recipes), recorded with the prompt
     log_every: int | None = None  # steps between loss reads (host syncs); default 1 on CPU, 10 on accelerators
 
-    def resolved(self, family: str, device: "torch.device | str | None" = None) -> "TrainConfig":
-        """Defaults filled in for the backbone ``family`` on ``device`` (the batch size depends on it)."""
+    def resolved(self, family: str, train_rows: int | None = None, world: int = 1,
+                 device: "torch.device | str | None" = None) -> "TrainConfig":
+        """Every ``None`` filled in for the backbone ``family`` on ``device`` (the batch size depends on it); an
+        epoch budget becomes steps, validated once per epoch (`budget`)."""
         d = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["decoder"])
         on_cpu = device is None or torch.device(device).type == "cpu"
-        batch = d["batch_size"] if on_cpu else default_batch_size(device)
+        batch_size = self.batch_size if self.batch_size is not None else (
+            d["batch_size"] if on_cpu else default_batch_size(device))
+        steps, per_epoch = epoch_steps(self.epochs, self.steps, train_rows, batch_size, world)
         c = dataclasses.replace(
             self,
-            steps=self.steps if self.steps is not None else d["steps"],
-            batch_size=self.batch_size if self.batch_size is not None else batch,
+            steps=steps if steps is not None else d["steps"],
+            batch_size=batch_size,
             lr=self.lr if self.lr is not None else d["lr"],
             log_every=self.log_every if self.log_every is not None else (1 if on_cpu else 10),
         )
         if c.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {c.log_every}")
         if c.eval_every is None:
-            c.eval_every = max(1, c.steps // 5)
+            c.eval_every = per_epoch or max(1, c.steps // 5)
         if c.optimizer not in ("adamw", "adafactor"):
             raise ValueError(f"unknown optimizer {c.optimizer!r}; adamw or adafactor")
-        if c.steps < 0 or c.batch_size < 1 or c.lr <= 0:
-            raise ValueError(f"bad training budget: steps={c.steps} batch_size={c.batch_size} lr={c.lr}")
+        if c.steps < 0 or c.batch_size < 1 or c.lr <= 0 or warmup_steps(c) < 0:
+            raise ValueError(f"bad training budget: steps={c.steps} batch_size={c.batch_size} lr={c.lr} ({c})")
         return c
 
     def as_dict(self) -> dict[str, Any]:
@@ -143,17 +152,6 @@ def _optimizer(cfg: TrainConfig, params: list[torch.Tensor]) -> torch.optim.Opti
     if cfg.optimizer == "adafactor":
         return torch.optim.Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
-    warmup = int(cfg.warmup_ratio * cfg.steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warmup))
-
-    return factor
 
 
 def training_rows(task: "TaskSpec", cfg: TrainConfig, rows: list[dict] | None = None) -> list[dict]:
@@ -230,7 +228,7 @@ def tune_prompt(
     state every N steps and, with ``resume=True`` on the policy, continues from a saved one (exactly: same
     batches, optimizer state and best prompt); the caller removes it once the prompt is stored.
     """
-    cfg = (config or TrainConfig()).resolved(backbone.family, backbone.device)
+    base = config or TrainConfig()
     tasks = list(task) if isinstance(task, (list, tuple)) else [task]
     if not tasks:
         raise ValueError("tune_prompt needs at least one task")
@@ -245,8 +243,9 @@ def tune_prompt(
     rank, world = ctx.rank, ctx.world_size
     t0 = time.perf_counter()
 
-    streams = [_Stream(backbone, t, training_rows(t, cfg, train_rows), cfg, cfg.data_seed + i)
-               for i, t in enumerate(tasks)]
+    rows = [training_rows(t, base, train_rows) for t in tasks]
+    cfg = base.resolved(backbone.family, train_rows=sum(map(len, rows)), world=world, device=backbone.device)
+    streams = [_Stream(backbone, t, r, cfg, cfg.data_seed + i) for i, (t, r) in enumerate(zip(tasks, rows))]
     if validation is None and cfg.eval_every and cfg.steps:
         validation = [prepare_split(backbone, t, "validation", limit=cfg.eval_limit, chat=cfg.chat) for t in tasks]
     elif isinstance(validation, PreparedSplit):
@@ -267,7 +266,7 @@ def tune_prompt(
     opt = _optimizer(cfg, [prompt])
     # fp16 weights (GPUs without native bf16): scale the loss so the prompt's gradient does not underflow
     scaler = torch.amp.GradScaler(backbone.device.type) if backbone.weight_dtype == torch.float16 else None
-    factor = _schedule(cfg)
+    factor = lr_schedule(cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + start_step))
 
     global_batch = cfg.batch_size * world
@@ -376,7 +375,7 @@ def tune_prompt(
         best, best_step = prompt.detach().clone(), done
 
     hist = pd.DataFrame(history)
-    meta = dict(metadata or {})
+    meta = {"recipe": {"name": cfg.recipe}, **(metadata or {})}  # the recipe's resolved fields: "training"
     meta.update(
         backbone_model_id=backbone.model_id,
         backbone_revision=backbone.revision,
@@ -385,7 +384,10 @@ def tune_prompt(
         training={**cfg.as_dict(), "train_rows": sum(len(s.rows) for s in streams), "world_size": world,
                   "tasks": [t.name for t in tasks], "init": "origin" if init is None else "custom",
                   "precision": str(backbone.compute_dtype), "weights_dtype": str(backbone.weight_dtype),
-                  "device_type": backbone.device.type, **backbone.run_options()},
+                  "device_type": backbone.device.type, **backbone.run_options(),
+                  "warmup_steps_used": warmup_steps(cfg)},
+        data={t.name: data_record(t, len(s.rows), len(v) if v is not None else None)
+              for t, s, v in zip(tasks, streams, validation or [None] * len(tasks))},
         metrics={f"val_{metric}": best_score} if best_score != -math.inf else {},
         steps=done,
         best_step=best_step,

@@ -25,6 +25,7 @@ import torch
 from tpv_core.backbones.base import Backbone
 from tpv_core.backbones.decoder import DecoderBackbone
 from tpv_core.backbones.encoder import EncoderBackbone
+from tpv_core.backbones.family import UnsupportedModelError, detect_folder, family_of
 from tpv_core.backbones.fetch import (
     MINILM_DIST,
     MINILM_ID,
@@ -35,6 +36,7 @@ from tpv_core.backbones.fetch import (
     Notify,
     ensure_smollm2,
     hub_cached,
+    hub_cached_config,
     hub_commit,
     hub_reachable,
     minilm_dir,
@@ -53,13 +55,6 @@ FAMILY_CLASSES: dict[str, type[Backbone]] = {
     "seq2seq": Seq2SeqBackbone,
     "encoder": EncoderBackbone,
 }
-
-_DECODER_TYPES = {"llama", "gpt2", "gpt_neo", "gpt_neox", "gptj", "mistral", "mixtral", "qwen2", "qwen3", "phi",
-                  "phi3", "gemma", "gemma2", "gemma3_text", "opt", "falcon", "bloom", "smollm3", "olmo", "olmo2",
-                  "granite", "stablelm", "starcoder2", "cohere"}
-_ENCODER_TYPES = {"bert", "roberta", "distilbert", "mpnet", "xlm-roberta", "electra", "deberta", "deberta-v2",
-                  "albert", "modernbert", "camembert", "nomic_bert"}
-
 
 @dataclass(frozen=True)
 class ProviderInfo:
@@ -103,19 +98,11 @@ class Provider:
 
 
 def detect_family(config: Any) -> str:
-    """seq2seq / decoder / encoder from a transformers config."""
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    archs = list(getattr(config, "architectures", None) or [])
-    mtype = str(getattr(config, "model_type", "")).lower()
-    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or mtype in _DECODER_TYPES:
-        return "decoder"
-    if mtype in _ENCODER_TYPES or any(a.endswith(("Model", "ForMaskedLM")) for a in archs):
-        return "encoder"
-    raise ModelUnavailableError(
-        f"cannot tell the family of model type {mtype!r} (architectures {archs}); supported: encoder-decoder "
-        f"(T5), causal LMs ({', '.join(sorted(_DECODER_TYPES))}) and BERT-like encoders"
-    )
+    """seq2seq / decoder / encoder from a transformers config's ``model_type`` (see `backbones.family`)."""
+    try:
+        return family_of(str(getattr(config, "model_type", "")), bool(getattr(config, "is_encoder_decoder", False)))
+    except UnsupportedModelError as e:
+        raise ModelUnavailableError(str(e)) from None
 
 
 def _load_pretrained(ref: str, *, name: str, model_id: str, revision: str | None, device: torch.device,
@@ -238,11 +225,14 @@ def load_backbone(name: str, device: str | None = None, precision: str = "auto",
         return p.kind.load(p, req)
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelUnavailableError(f"folder {path} has no config.json: not a transformers model folder")
-        resolved = str(path.resolve())
+        try:
+            found = detect_folder(path)
+        except UnsupportedModelError as e:
+            raise ModelUnavailableError(str(e)) from None
+        resolved = found.path
         return _load_pretrained(resolved, name=resolved, model_id=resolved, revision=f"local:{resolved}",
-                                device=req.device, dtype=req.dtype, local_files_only=True, weights=req.weights)
+                                device=req.device, dtype=req.dtype, local_files_only=True, family=found.family,
+                                weights=req.weights)
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return _load_hub(name, name, req)
     known = ", ".join(p.name for p in _PROVIDERS.values() if not p.for_tests)
@@ -265,3 +255,26 @@ def list_providers(include_test: bool = False) -> list[ProviderInfo]:
     """The named providers (registered test models only with ``include_test``)."""
     return [ProviderInfo(p.name, p.family, p.model_id, available_offline(p.name), p.description, p.for_tests)
             for p in _PROVIDERS.values() if include_test or not p.for_tests]
+
+
+def describe_backbone(name: str) -> dict[str, Any]:
+    """Family (and for folders the model type and width) of a backbone name without loading weights:
+    the provider table, a folder's ``config.json``, or a hub id's cached config (else family None)."""
+    p = _PROVIDERS.get(name)
+    if p is not None:
+        return {"name": name, "kind": "provider", "model_id": p.model_id, "family": p.family}
+    path = Path(name).expanduser()
+    if path.is_dir():
+        try:
+            return {"name": name, "kind": "folder", **detect_folder(path).as_dict()}
+        except UnsupportedModelError as e:
+            raise ModelUnavailableError(str(e)) from None
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        cached = hub_cached_config(name)
+        info: dict[str, Any] = {"name": name, "kind": "hub", "model_id": name, "family": None}
+        if cached:
+            info.update({k: v for k, v in detect_folder(Path(cached).parent).as_dict().items() if k != "path"})
+        return info
+    known = ", ".join(p.name for p in _PROVIDERS.values() if not p.for_tests)
+    raise ModelUnavailableError(f"unknown backbone {name!r}: not a provider ({known}), a hub id (owner/name) "
+                                f"or an existing local folder")

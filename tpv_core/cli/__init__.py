@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Sequence
 
-GROUPS = ("store", "models", "tasks", "train", "evaluate", "probe", "analysis", "combine", "experiment")
+GROUPS = ("store", "models", "tasks", "train", "evaluate", "probe", "analysis", "combine", "experiment", "grid")
 
 
 class CLIError(Exception):

@@ -142,3 +142,29 @@ def progress_bar(total: int, desc: str):
 
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True,
                 disable=not distributed.is_main())  # under torchrun: one bar, rank 0's
+
+
+def add_data_args(p) -> None:
+    """``--source`` and ``--data-dir``: where task data is read from (see tpv_core.tasks.sources)."""
+    p.add_argument("--source", default="auto", choices=["auto", "bundled", "hub"],
+                   help="task data: auto (bundled subset when the task ships one, else the hub), bundled, hub (full sets)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="full local copies: DIR/<task>/ with train/validation/test as JSONL, CSV or Parquet, or a "
+                        "datasets save_to_disk folder (the flag form of TPV_DATA_DIR)")
+
+
+def bind_data(args, task):
+    """``task`` bound to the command line's ``--source`` / ``--data-dir``."""
+    from tpv_core.tasks.sources import with_source
+
+    return with_source(task, getattr(args, "source", "auto"), getattr(args, "data_dir", None))
+
+
+def eval_limit_arg(value: str):
+    """``--eval-limit N`` or ``all`` (the whole validation split)."""
+    if str(value).lower() == "all":
+        return "all"
+    n = int(value)
+    if n < 1:
+        raise ValueError(f"--eval-limit must be a positive number of rows or 'all', got {value}")
+    return n

@@ -11,7 +11,9 @@ import numpy as np
 from tpv_core import distributed
 from tpv_core.cli.common import (
     add_backbone_args,
+    add_data_args,
     add_store_arg,
+    bind_data,
     load_backbone_for_cli,
     parse_seeds,
     positive_int,
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="rank", choices=["rank", "generate"])
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--json", action="store_true")
+    add_data_args(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -47,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     backbone = load_backbone_for_cli(args)
     rows_out = []
     for name in args.task:
-        task = get_task(name, args.store)
+        task = bind_data(args, get_task(name, args.store))
         prepared = prepare_split(backbone, task, args.split, limit=args.limit)
         jobs = []  # (label, origin id, tensor)
         if args.no_prompt:

@@ -8,7 +8,10 @@ import sys
 
 from tpv_core.cli.common import (
     add_backbone_args,
+    add_data_args,
     add_store_arg,
+    bind_data,
+    eval_limit_arg,
     finite_float,
     load_backbone_for_cli,
     non_negative_int,
@@ -33,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--limit", type=positive_int, default=None, help="score the first N (shuffled) rows of the split")
         q.add_argument("--batch-size", type=positive_int, default=32)
         q.add_argument("--out", required=True, help="output folder (re-running resumes from its CSV)")
+        add_data_args(q)
 
     co = s.add_parser("cross-origin", help="P0(o1) + tau(o2) for every origin pair (Table 1)")
     common(co)
@@ -64,7 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     fs.add_argument("--steps", type=non_negative_int, default=None, help="training steps for every init (same budget)")
     fs.add_argument("--lr", type=finite_float, default=None)
     fs.add_argument("--batch-size-train", type=positive_int, default=None)
-    fs.add_argument("--eval-limit", type=positive_int, default=200, help="validation rows for best-prompt selection")
+    fs.add_argument("--eval-limit", type=eval_limit_arg, default=None,
+                    help="validation rows for best-prompt selection, or 'all' (default: 200; the paper recipe: all)")
+    fs.add_argument("--recipe", default="demo", choices=["demo", "paper"],
+                    help="training recipe of every init (explicit --steps / --lr / ... override its fields)")
+    fs.add_argument("--epochs", type=finite_float, default=None, help="budget in passes over the k examples")
     fs.set_defaults(func=cmd_fewshot)
 
 
@@ -75,6 +83,13 @@ def _report(result) -> int:
     for f in result.files:
         print(f"wrote {f}")
     return 0
+
+
+def _bound(args: argparse.Namespace, names: list[str]) -> list:
+    """Task specs bound to --source / --data-dir (the experiments take specs as well as names)."""
+    from tpv_core.tasks import get_task
+
+    return [bind_data(args, get_task(n, args.store)) for n in names]
 
 
 def _say(msg: str) -> None:
@@ -88,7 +103,8 @@ def cmd_cross_origin(args: argparse.Namespace) -> int:
     from tpv_core.experiments.cross_origin import run_cross_origin
 
     bb = load_backbone_for_cli(args)
-    res = run_cross_origin(bb, PromptStore(args.store), args.tasks, args.out, seeds=parse_seeds(args.origin) or None,
+    res = run_cross_origin(bb, PromptStore(args.store), _bound(args, args.tasks), args.out,
+                           seeds=parse_seeds(args.origin) or None,
                            split=args.split, limit=args.limit, batch_size=args.batch_size, progress=_say)
     return _report(res)
 
@@ -97,7 +113,8 @@ def cmd_addition(args: argparse.Namespace) -> int:
     from tpv_core.experiments.addition import DEFAULT_GRID, run_addition
 
     bb = load_backbone_for_cli(args)
-    res = run_addition(bb, PromptStore(args.store), args.tasks, args.out, seeds=parse_seeds(args.origin) or None,
+    res = run_addition(bb, PromptStore(args.store), _bound(args, args.tasks), args.out,
+                       seeds=parse_seeds(args.origin) or None,
                        set_size=args.set_size, methods=args.methods, grid=args.grid or DEFAULT_GRID,
                        split=args.split, val_limit=args.val_limit, limit=args.limit, batch_size=args.batch_size,
                        progress=_say)
@@ -108,7 +125,8 @@ def cmd_negation(args: argparse.Namespace) -> int:
     from tpv_core.experiments.negation import run_negation
 
     bb = load_backbone_for_cli(args)
-    res = run_negation(bb, PromptStore(args.store), args.tasks, args.out, seeds=parse_seeds(args.origin) or None,
+    res = run_negation(bb, PromptStore(args.store), _bound(args, args.tasks), args.out,
+                       seeds=parse_seeds(args.origin) or None,
                        coef=args.coef, split=args.split, limit=args.limit, batch_size=args.batch_size, progress=_say)
     return _report(res)
 
@@ -120,8 +138,9 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     req = FewshotRequest(target=args.target, sources=args.sources, out=args.out, store_root=args.store,
                          ks=args.k or DEFAULT_KS, seeds=parse_seeds(args.origin) or None, inits=args.inits or INITS,
                          steps=args.steps, lr=args.lr, train_batch_size=args.batch_size_train,
-                         eval_limit=args.eval_limit, split=args.split, limit=args.limit, batch_size=args.batch_size,
-                         strict_ks=args.k is not None)
+                         eval_limit=args.eval_limit or (200 if args.recipe == "demo" else "all"), split=args.split,
+                         limit=args.limit, batch_size=args.batch_size, strict_ks=args.k is not None,
+                         recipe=args.recipe, epochs=args.epochs, source=args.source, data_dir=args.data_dir)
     bb = load_backbone_for_cli(args)
     bar = None
 

@@ -47,7 +47,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     from tpv_core.prompts import make_origin
     from tpv_core.tasks import get_task, load_split
 
+    from pathlib import Path
+
+    from tpv_core.backbones.family import detect_folder
+
     args.backbone = args.name
+    if Path(args.name).expanduser().is_dir():  # say what config.json says before loading the weights
+        found = detect_folder(args.name)
+        print(f"detected:   family {found.family} from config.json (model_type {found.model_type}, "
+              f"architectures {', '.join(found.architectures) or 'none'})", flush=True)
     t0 = time.perf_counter()
     bb = load_backbone_for_cli(args)
     load_s = time.perf_counter() - t0

@@ -8,7 +8,9 @@ import sys
 
 from tpv_core.cli.common import (
     add_backbone_args,
+    add_data_args,
     add_store_arg,
+    bind_data,
     finite_float,
     load_backbone_for_cli,
     positive_int,
@@ -34,11 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", action="store_true", help="wrap inputs in the model's chat template (decoders)")
     add_store_arg(p)
     p.add_argument("--json", action="store_true")
+    add_data_args(p)
     p.set_defaults(func=cmd_probe)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    tasks = [get_task(name, args.store) for name in args.task]  # unknown tasks fail before the model loads
+    tasks = [bind_data(args, get_task(name, args.store)) for name in args.task]  # unknown tasks fail before the model loads
     backbone = load_backbone_for_cli(args)
     for task in tasks:
         skipped = [v for v in args.views if v not in probe_views(task, args.views)]

@@ -10,7 +10,10 @@ import sys
 from tpv_core.checkpoint import checkpoint_path
 from tpv_core.cli.common import (
     add_backbone_args,
+    add_data_args,
     add_store_arg,
+    bind_data,
+    eval_limit_arg,
     finite_float,
     load_backbone_for_cli,
     non_negative_int,
@@ -20,7 +23,7 @@ from tpv_core.cli.common import (
 )
 from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task
-from tpv_core.training import TrainConfig
+from tpv_core.training import training_rows
 from tpv_core.workflows.train import RESUME, RETRAIN, TrainEvent, is_secondary_rank, plan_training, train_into_store
 
 
@@ -30,15 +33,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", nargs="+", required=True, help="task name(s), see `tpv tasks list`")
     p.add_argument("--origin", nargs="*", default=["0"], help="origin seeds, e.g. 0 1 2 or 0-2 (default 0)")
     p.add_argument("--origin-kind", default="vocab", choices=["vocab", "normal", "uniform"])
-    p.add_argument("--length", type=positive_int, default=None, help="prompt length L (default per backbone family)")
-    p.add_argument("--steps", type=non_negative_int, default=None)
+    p.add_argument("--recipe", default="demo", choices=["demo", "paper"],
+                   help="training recipe: demo (CPU defaults) or paper (L=100, lr 0.3, 500 warmup steps, batch 32, "
+                        "10 epochs, selection on the whole validation split); explicit flags override its fields")
+    p.add_argument("--length", type=positive_int, default=None, help="prompt length L (default: the recipe's / family's)")
+    p.add_argument("--steps", type=non_negative_int, default=None,
+                   help="training steps (replaces the recipe's epoch budget)")
+    p.add_argument("--epochs", type=finite_float, default=None, help="budget in passes over the training rows")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=finite_float, default=None)
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "adafactor"])
+    p.add_argument("--warmup-steps", type=non_negative_int, default=None, help="linear warmup steps (default: the recipe's)")
+    p.add_argument("--weight-decay", type=finite_float, default=None)
+    p.add_argument("--max-length", type=positive_int, default=None, help="input tokens kept per example")
+    p.add_argument("--optimizer", default=None, choices=["adamw", "adafactor"])
     p.add_argument("--k-shot", type=positive_int, default=None, help="train on k examples (stratified, seeded)")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--eval-every", type=positive_int, default=None)
-    p.add_argument("--eval-limit", type=non_negative_int, default=100, help="validation rows scored during training")
+    p.add_argument("--eval-limit", type=eval_limit_arg, default=None,
+                   help="validation rows scored during training, or 'all' (default: the recipe's: demo 100, paper all)")
+    add_data_args(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved configuration (recipe, fields, data source, row counts, steps) and stop, "
+                        "without loading the model")
     p.add_argument("--chat", action="store_true", help="wrap inputs in the model's chat template (decoders)")
     add_store_arg(p)
     p.add_argument("--force", action="store_true", help="retrain prompts the store already has")
@@ -54,20 +70,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def recipe_overrides(args: argparse.Namespace) -> dict:
+    """The recipe fields given explicitly on the command line (None = not given)."""
+    return {"length": args.length, "lr": args.lr, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
+            "warmup_steps": args.warmup_steps, "batch_size": args.batch_size, "max_length": args.max_length,
+            "epochs": args.epochs, "steps": args.steps, "eval_limit": args.eval_limit, "eval_every": args.eval_every}
+
+
+def cmd_dry_run(args: argparse.Namespace, tasks: list) -> int:
+    from tpv_core.recipes import resolve_run
+
+    runs = [resolve_run(args.backbone, task, args.recipe, recipe_overrides(args), k_shot=args.k_shot,
+                        data_seed=args.data_seed, chat=args.chat).as_dict() for task in tasks]
+    seeds = parse_seeds(args.origin) or [0]
+    for r in runs:
+        r["origins"] = seeds
+    if args.json:
+        print(json.dumps(runs[0] if len(runs) == 1 else {"runs": runs}, indent=1))
+        return 0
+    for r in runs:
+        f = r["fields"]
+        print(f"recipe {r['recipe']}: {r['description']}\nbackbone {r['backbone']['name']} (family {r['family']})\n"
+              f"task {r['task']}: data {r['data']['source']} {r['data'].get('path') or r['data'].get('hub_id')}, "
+              f"rows {r['data']['rows']}\n"
+              f"L={f['length']} lr={f['lr']} {f['optimizer']} wd={f['weight_decay']} warmup={f['warmup_steps']} "
+              f"batch={f['batch_size']} max_length={f['max_length']} epochs={f['epochs']}\n"
+              f"steps {r['steps']} ({r['steps_per_epoch']} per epoch), validation every {r['eval_every']} steps, "
+              f"{f['selection']}; origins {seeds}")
+        for note in r["notes"]:
+            print(f"note: {note}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from tpv_core.recipes import train_config
+
     if args.force and args.resume:
         raise ValueError("--force (retrain from the origin) and --resume (continue the stored prompt) exclude "
                          "each other; pick one")
+    tasks = [bind_data(args, get_task(t, args.store)) for t in args.task]
+    if args.dry_run:
+        return cmd_dry_run(args, tasks)
     store = PromptStore(args.store)
-    tasks = [get_task(t, args.store) for t in args.task]
     seeds = parse_seeds(args.origin) or [0]
+    cfg, length = train_config(args.recipe, recipe_overrides(args), k_shot=args.k_shot,
+                               data_seed=args.data_seed, chat=args.chat)
     backbone = load_backbone_for_cli(args)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                      k_shot=args.k_shot, data_seed=args.data_seed, eval_every=args.eval_every,
-                      eval_limit=args.eval_limit, chat=args.chat)
-    steps = cfg.resolved(backbone.family).steps
-    plan = plan_training(backbone, store, tasks, seeds, length=args.length, origin_kind=args.origin_kind,
-                         force=args.force, resume=args.resume, steps=steps)
+    # an epoch budget gives each task its own step count (from its rows)
+    task_steps = {t.name: cfg.resolved(backbone.family, train_rows=len(training_rows(t, cfg))
+                                       if cfg.epochs and cfg.steps is None else None).steps for t in tasks}
+    plan = [item for t in tasks
+            for item in plan_training(backbone, store, [t], seeds, length=length, origin_kind=args.origin_kind,
+                                      force=args.force, resume=args.resume, steps=task_steps[t.name])]
     quiet = is_secondary_rank()
     bars: dict[int, object] = {}
     done: list[dict] = []
@@ -88,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif ckpt.exists() and args.checkpoint_every:
                 print(f"note: {it.task.name}/{it.origin.id} has a checkpoint from an interrupted run ({ckpt}); "
                       "starting over (pass --resume to continue it)", file=sys.stderr)
-            bar = bars[e.index] = progress_bar(steps, f"{it.task.name} {it.origin.id}")
+            bar = bars[e.index] = progress_bar(task_steps[it.task.name], f"{it.task.name} {it.origin.id}")
         elif e.kind == "step":
             bar, p = bars[e.index], e.progress
             post = {"loss": f"{p.loss:.3f}"}

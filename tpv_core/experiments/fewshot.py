@@ -128,7 +128,7 @@ def run_fewshot(
     src_prompts = task_prompts(store, backbone, srcs, seeds, "few-shot source")
     common = sorted(set.intersection(*(set(p) for p in src_prompts.values())))
     if not common:
-        raise FileNotFoundError(f"the sources {', '.join(sources)} share no origin seed on {backbone.name}")
+        raise FileNotFoundError(f"the sources {', '.join(s.name for s in srcs)} share no origin seed on {backbone.name}")
     metric = score_metric(tgt)
     log = ResultsLog(out / f"{NAME}_runs.csv", ["target", "k", "init", "seed"])
     test = prepare_split(backbone, tgt, split, limit=limit)

@@ -30,16 +30,21 @@ from typing import Any, Mapping, Sequence
 from tpv_core.env import offline_requested
 from tpv_core.paths import tasks_data_dir
 from tpv_core.tasks.custom import split_custom_source
+from tpv_core.tasks.local_copy import load_local_split
 from tpv_core.tasks.spec import SPLITS, TaskSpec, parse_jsonl
+from tpv_core.tasks.splits import (  # noqa: F401 - the split convention, re-exported where it always was
+    HUB_HELD_OUT,
+    HUB_SEED,
+    HUB_SMALL_TRAIN,
+    DataUnavailableError,
+    _column,
+    _hub_label,
+    _hub_name,
+    _split_names,
+    hub_split_plan,
+)
 
-HUB_SMALL_TRAIN = 10_000
-HUB_HELD_OUT = 1_000
-HUB_SEED = 42
 SOURCES = ("auto", "bundled", "hub")
-
-
-class DataUnavailableError(RuntimeError):
-    """The requested split cannot be loaded here (offline, no bundled copy, missing files)."""
 
 
 def _as_task(task: TaskSpec) -> TaskSpec:
@@ -101,6 +106,10 @@ def load_split(task: TaskSpec, split: str, source: str = "auto", limit: int | No
     """Rows of one split: original fields plus ``"label"`` (int; float for regression)."""
     task = _as_task(task)
     _check(split, source, limit)
+    if source == "auto":
+        source = task.data_source  # what the run bound the task to (tasks.sources.with_source)
+    if task.local_copy and source != "hub":
+        return load_local_split(task, split, limit)
     if source == "hub" or (source == "auto" and not has_local_data(task)):
         return load_hub_split(task, split, limit=limit)
     if task.source_path and not task.data_dir:
@@ -130,10 +139,6 @@ def shuffled_rows(rows: Sequence[dict[str, Any]], limit: int | None = None,
     return out if limit is None else out[:limit]
 
 
-def _hub_name(task: TaskSpec) -> str:
-    return task.hub_id + (f" ({task.hub_config})" if task.hub_config else "") if task.hub_id else "none"
-
-
 def load_hub_dataset(task: TaskSpec) -> Any:
     """``datasets.load_dataset(hub_id, hub_config)``, with errors a user can act on."""
     if not task.hub_id:
@@ -152,79 +157,15 @@ def load_hub_dataset(task: TaskSpec) -> Any:
                 "go online (unset them)" if offline_requested() else "check the network connection and the hub id")
         raise DataUnavailableError(
             f"task {task.name!r}: cannot load {_hub_name(task)} from the Hugging Face hub; {hint}"
-            + (", or use the bundled subset (source='bundled')" if task.bundled else "")
+            + (", or use the bundled subset (--source bundled, source='bundled')" if task.bundled else "")
             + f". ({type(e).__name__}: {str(e)[:200]})"
         ) from None
-
-
-def _column(ds: Any, col: str) -> list[Any]:
-    try:
-        return list(ds[col])
-    except (KeyError, TypeError, IndexError):
-        return [r.get(col) for r in ds]
 
 
 def _take(ds: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
     if hasattr(ds, "select") and hasattr(ds, "to_list"):
         return ds.select(list(indices)).to_list()
     return [dict(ds[i]) for i in indices]
-
-
-def _hub_label(task: TaskSpec, v: Any) -> float | int | None:
-    if v is None:
-        return None
-    if task.hub_label_map and isinstance(v, str):
-        return dict(task.hub_label_map).get(v)
-    if task.regression:
-        return float(v)
-    if isinstance(v, str):
-        if v in task.label_names:
-            return task.label_names.index(v)
-        try:
-            v = int(v)
-        except ValueError:
-            return None
-    i = int(v)
-    return i if 0 <= i < task.num_labels else None
-
-
-def _split_names(dd: Any) -> list[str]:
-    return list(dd.keys())
-
-
-def hub_split_plan(task: TaskSpec, dd: Any, seed: int = HUB_SEED) -> dict[str, tuple[str, list[int]]]:
-    """For each of train/validation/test: (hub split name, row indices), by the paper's rule."""
-    names = _split_names(dd)
-    label_col = task.hub_label_field or task.label_field
-    if task.hub_train_split not in names:
-        raise DataUnavailableError(f"{_hub_name(task)} has no {task.hub_train_split!r} split (has {names})")
-
-    def valid(split: str) -> list[int]:
-        return [i for i, v in enumerate(_column(dd[split], label_col)) if _hub_label(task, v) is not None]
-
-    train_idx = valid(task.hub_train_split)
-    candidates = [task.hub_eval_split] if task.hub_eval_split else ["validation", "test"]
-    eval_name, eval_idx = None, []
-    for c in candidates:
-        if c in names:
-            eval_idx = valid(c)
-            if eval_idx:
-                eval_name = c
-                break
-    if eval_name is None:
-        raise DataUnavailableError(f"{_hub_name(task)}: no labelled evaluation split among {candidates} (has {names})")
-    rng = random.Random(seed)
-    tr = task.hub_train_split
-    if len(train_idx) < HUB_SMALL_TRAIN:
-        shuffled = list(eval_idx)
-        rng.shuffle(shuffled)
-        half = len(shuffled) // 2
-        return {"train": (tr, train_idx), "validation": (eval_name, sorted(shuffled[:half])),
-                "test": (eval_name, sorted(shuffled[half:]))}
-    shuffled = list(train_idx)
-    rng.shuffle(shuffled)
-    return {"train": (tr, sorted(shuffled[HUB_HELD_OUT:])), "validation": (tr, sorted(shuffled[:HUB_HELD_OUT])),
-            "test": (eval_name, eval_idx)}
 
 
 def load_hub_split(task: TaskSpec, split: str, limit: int | None = None) -> list[dict[str, Any]]:

@@ -166,6 +166,10 @@ class TaskSpec:
     #: two-field tasks: the cosine between the fields that each class stands for (entailment 1.0 ...);
     #: the encoder family then reads classes from that cosine (`tpv_core.backbones.encoder`). Empty: no.
     similarity_targets: tuple[float, ...] = ()
+    #: where `load_split(..., source="auto")` reads this task from: "auto" | "bundled" | "hub"; and a folder
+    #: of full local task copies (``--data-dir``). Bound per run by `tpv_core.tasks.sources.with_source`.
+    data_source: str = "auto"
+    local_copy: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.label_names)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Callable
 from tpv_core.experiments.common import ExperimentResult
 from tpv_core.experiments.fewshot import DEFAULT_KS, INITS, FewshotProgress, init_names, run_fewshot
 from tpv_core.store import PromptStore
+from tpv_core.tasks import TaskSpec, get_task
+from tpv_core.tasks.sources import with_source
 from tpv_core.training import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +39,10 @@ class FewshotRequest:
     split: str = "test"
     limit: int | None = None  # rows of the scored split
     batch_size: int = 32  # evaluation batch
+    recipe: str = "demo"  # training recipe of every init (tpv_core.recipes); the fields above override it
+    epochs: float | None = None
+    source: str = "auto"  # task data: auto | bundled | hub (tpv_core.tasks.sources)
+    data_dir: str | None = None  # a folder of full local task copies
     metadata: dict = field(default_factory=dict, compare=False)
     strict_ks: bool = False  # True: a k above the target's training rows is an error, not capped
 
@@ -48,8 +54,21 @@ class FewshotRequest:
             object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
 
     def config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.train_batch_size,
-                           eval_limit=self.eval_limit, eval_every=self.eval_every)
+        """The recipe's TrainConfig with this request's explicit fields over it (``eval_limit="all"``: the whole
+        validation split)."""
+        from tpv_core.recipes import train_config
+
+        cfg, _ = train_config(self.recipe, {"steps": self.steps, "lr": self.lr, "batch_size": self.train_batch_size,
+                                            "epochs": self.epochs, "eval_limit": self.eval_limit,
+                                            "eval_every": self.eval_every})
+        return cfg
+
+    def tasks(self) -> tuple[TaskSpec, list[TaskSpec]]:
+        """The target and source specs, bound to the request's data source."""
+        def bound(name: str) -> TaskSpec:
+            return with_source(get_task(name, self.store_root), self.source, self.data_dir)
+
+        return bound(self.target), [bound(s) for s in self.sources]
 
     def planned_runs(self) -> int | None:
         """Runs the request asks for (before k is capped at the target's training rows); None while the seeds
@@ -74,7 +93,8 @@ def run_fewshot_request(backbone: "Backbone", request: FewshotRequest, *,
         if cancel is not None and cancel():
             raise FewshotCancelled(f"cancelled after {p.done} of {p.total} runs")
 
-    return run_fewshot(backbone, PromptStore(request.store_root), request.target, list(request.sources),
+    target, sources = request.tasks()
+    return run_fewshot(backbone, PromptStore(request.store_root), target, sources,
                        request.out, ks=list(request.ks), seeds=list(request.seeds) if request.seeds else None,
                        inits=list(request.inits), config=request.config(), split=request.split,
                        limit=request.limit, batch_size=request.batch_size, progress=progress, on_run=runs,

@@ -25,6 +25,7 @@ from tpv_core.checkpoint import CheckpointPolicy, checkpoint_path
 from tpv_core.prompts import Origin, SoftPrompt, make_origin
 from tpv_core.store import PromptStore
 from tpv_core.tasks import TaskSpec, get_task
+from tpv_core.tasks.sources import with_source
 from tpv_core.training import Progress, TrainConfig, TrainResult, default_length, tune_prompt, tuned_readout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +48,8 @@ class TrainRequest:
     origin_kind: str = "vocab"
     force: bool = False  # retrain items the store already holds
     resume: bool = False  # continue stored items up to the budget
+    source: str = "auto"  # task data: auto | bundled | hub (tpv_core.tasks.sources)
+    data_dir: str | None = None  # a folder of full local task copies
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
     checkpoint_every: int | None = None  # None: CHECKPOINT_EVERY; 0: no checkpoints
 
@@ -197,7 +200,8 @@ def train_request(backbone: "Backbone", request: TrainRequest, *,
     tasks)."""
     request.validate()
     store = PromptStore(request.store_root)
-    tasks = [get_task(name, request.store_root) for name in request.tasks]
+    tasks = [with_source(get_task(name, request.store_root), request.source, request.data_dir)
+             for name in request.tasks]
     plan = plan_training(backbone, store, tasks, request.seeds, length=request.length,
                          origin_kind=request.origin_kind, force=request.force, resume=request.resume,
                          steps=request.config.resolved(backbone.family).steps)
