@@ -11,15 +11,14 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
 TASKS = ("sentences_yelp", "sentences_imdb")
-TIMEOUT = 180
 
 os.environ.setdefault("TPV_NO_WARMUP", "1")  # the Projection test computes UMAP directly
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from apptest_helpers import APP, ROOT, TIMEOUT, open_page  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -47,18 +46,6 @@ def shared_model(minilm):
 
     _ui.model_cache().put("minilm-l6", minilm)
     yield
-
-
-def open_page(root, page: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["store_root"] = str(root)
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    if page:
-        at.switch_page(f"pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def errors(at: AppTest) -> list[str]:

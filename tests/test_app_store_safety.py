@@ -15,9 +15,8 @@ import pytest  # noqa: E402
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-TIMEOUT = 180
+from apptest_helpers import ROOT, open_page  # noqa: E402
+
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +31,6 @@ def store(tmp_path_factory, tiny_store, minilm):
     root = tmp_path_factory.mktemp("safety") / "store"
     shutil.copytree(tiny_store.root, root)
     return PromptStore(root)
-
-
-def open_page(root, page=None, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["store_root"] = str(root)
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    if page:
-        at.switch_page(f"pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def messages(at: AppTest, kind: str) -> list[str]:

@@ -88,14 +88,21 @@ def test_negation_end_to_end(minilm, tiny_store, tmp_path):
 
 
 def test_fewshot_end_to_end(minilm, tiny_store, tmp_path):
+    import shutil
+
+    from tpv_core.store import PromptStore
+
+    # a private copy: the multi-task prompt this run tunes must not land in the session's shared store
+    store = PromptStore(shutil.copytree(tiny_store.root, tmp_path / "store"))
     cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, eval_limit=8)
-    res = run_fewshot(minilm, tiny_store, "sentences_amazon", TASKS, tmp_path, ks=[0, 4], config=cfg, limit=16)
+    res = run_fewshot(minilm, store, "sentences_amazon", TASKS, tmp_path, ks=[0, 4], config=cfg, limit=16)
     inits = set(res.runs["init"])
     assert inits == {"random", "spot:sentences_yelp", "spot:sentences_imdb", "multitask", "tpv"}
     assert len(res.runs) == len(inits) * 2 * 2  # inits x k x origins
     assert set(res.summary.columns) >= {"target", "k", "init", "mean", "std", "n", "ci_low", "ci_high"}
     assert (res.runs.loc[res.runs["k"] == 0, "steps"] == 0).all()
-    assert tiny_store.exists(minilm.name, "sentences_yelp+sentences_imdb", "vocab5000-s0-L4")
+    assert store.exists(minilm.name, "sentences_yelp+sentences_imdb", "vocab5000-s0-L4")
+    assert not tiny_store.exists(minilm.name, "sentences_yelp+sentences_imdb", "vocab5000-s0-L4")
     assert (tmp_path / "fewshot_runs.csv").exists() and (tmp_path / "fewshot_summary.csv").exists()
 
 

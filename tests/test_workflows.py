@@ -81,15 +81,9 @@ def test_train_cli_and_job_store_the_same_prompts_with_one_retrain_rule(minilm, 
 
 def _page_save(store_root, weights):
     """Save a combination through the app's Combine page (AppTest)."""
-    from streamlit.testing.v1 import AppTest
+    from apptest_helpers import open_page
 
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.session_state["store_root"] = str(store_root)
-    at.session_state["cmb_limit"] = 50
-    at.run()
-    at.switch_page("pages/combine.py").run()
+    at = open_page(store_root, "combine", cmb_limit=50)
     keys = [s.key for s in at.slider if s.key and s.key.startswith("w_")]
     for key, w in zip(keys, weights):
         at.slider(key=key).set_value(w).run()
