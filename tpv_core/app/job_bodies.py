@@ -4,6 +4,7 @@ the ``tpv`` command runs."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 from tpv_core.app.jobs import BackboneLoader, JobCancelled, JobContext, JobQueue
@@ -46,8 +47,8 @@ def training_job(request: TrainRequest, loader: BackboneLoader) -> Callable[[Job
                 ctx.add_saved(e.path)
                 ctx.update(item=e.index + 1, message=f"saved {it.what}")
 
-        request_ = request if "source" in request.metadata else _with_source(request)
-        outcome = train_request(backbone, request_, on_event=on_event, cancel=ctx.cancelled)
+        tagged = dataclasses.replace(request, metadata={"source": "app", **request.metadata})
+        outcome = train_request(backbone, tagged, on_event=on_event, cancel=ctx.cancelled)
         if outcome.cancelled or ctx.cancelled():
             raise JobCancelled()
         ctx.update(item=len(request.items()),
@@ -55,12 +56,6 @@ def training_job(request: TrainRequest, loader: BackboneLoader) -> Callable[[Job
         return outcome.saved
 
     return body
-
-
-def _with_source(request: TrainRequest) -> TrainRequest:
-    import dataclasses
-
-    return dataclasses.replace(request, metadata={"source": "app", **request.metadata})
 
 
 def submit_training(queue: JobQueue, request: TrainRequest, loader: BackboneLoader) -> int:

@@ -45,12 +45,12 @@ def cmd_combine(args: argparse.Namespace) -> int:
     from tpv_core.evaluation import evaluate, prepare_split
     from tpv_core.experiments.common import stored_prompts
     from tpv_core.tasks import get_task
-    from tpv_core.workflows.combination import check_weights, combine_prompts, resolve_vectors, save_combination
+    from tpv_core.workflows.combination import combine_prompts, resolve_vectors, save_combination
 
     store = PromptStore(args.store)
     if args.method not in MERGE_METHODS:
         raise ValueError(f"unknown method {args.method!r}; one of {', '.join(MERGE_METHODS)}")
-    weights = check_weights(args.weights or [1.0] * len(args.vector))
+    weights = args.weights or [1.0] * len(args.vector)  # finite: --weights parses with finite_float
     if len(weights) != len(args.vector):
         raise ValueError(f"{len(weights)} weights for {len(args.vector)} vectors")
     bb = load_backbone_for_cli(args)

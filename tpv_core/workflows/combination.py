@@ -16,14 +16,14 @@ the two older layouts (the page's ``vectors`` without ``lambda``; the CLI's ``te
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
-from tpv_core.combine import MERGE_METHODS
+from tpv_core.combine import MERGE_METHODS, merge
+from tpv_core.finite import require_finite_number
 from tpv_core.prompts import Origin, SoftPrompt, TaskPromptVector
 from tpv_core.store import PromptStore
 
@@ -124,29 +124,17 @@ def default_name(terms: Sequence[VectorTerm], method: str = "sum") -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{method}_" + "_".join(parts))
 
 
-def check_weights(weights: Sequence[float], what: str = "weight") -> list[float]:
-    out = []
-    for w in weights:
-        w = float(w)
-        if not math.isfinite(w):
-            raise ValueError(f"every {what} must be a finite number, got {w!r}")
-        out.append(w)
-    return out
-
-
 def combine_prompts(prompts: Sequence[SoftPrompt], weights: Sequence[float], origin: Origin, *,
                     method: str = "sum", coef: float = 1.0) -> Combination:
-    """``origin + coef * merge(weights_i * tau_i)`` over the prompts' task prompt vectors."""
+    """``origin + coef * merge(weights_i * tau_i)`` over the prompts' task prompt vectors (the merge checks the
+    weights: one per vector, finite)."""
     if method not in MERGE_METHODS:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(MERGE_METHODS)}")
-    if len(weights) != len(prompts):
-        raise ValueError(f"{len(weights)} weights for {len(prompts)} vectors")
     if not prompts:
         raise ValueError("a combination needs at least one vector")
-    weights = check_weights(weights)
-    (coef,) = check_weights([coef], "lambda")
-    tau = MERGE_METHODS[method]([p.vector() for p in prompts], weights)
-    terms = [VectorTerm(p.task, p.origin.id, w) for p, w in zip(prompts, weights, strict=True)]
+    coef = require_finite_number(coef, "lambda")
+    tau = merge(method, [p.vector() for p in prompts], weights)
+    terms = [VectorTerm(p.task, p.origin.id, float(w)) for p, w in zip(prompts, weights, strict=True)]
     return Combination(tau.apply_to(origin, coef), origin, method, terms, coef, tau)
 
 
