@@ -54,8 +54,9 @@ def read_upload(files) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
 tab_results, tab_run = st.tabs(["Results", "Run"])
 
 # ---------------------------------------------------------------------------------------- results
-BUNDLED = {f"bundled: {d.name}": d for d in sorted((ui.APP_DIR / "docs" / "results").glob("*"))
-           if (d / RUNS).is_file() or (d / SUMMARY).is_file()}
+SHIPPED = ui.APP_DIR / "docs" / "results"
+BUNDLED = {f"bundled: {d.relative_to(SHIPPED).as_posix()}": d
+           for d in sorted({p.parent for name in (RUNS, SUMMARY) for p in SHIPPED.rglob(name)})}
 
 
 def metric_of(target: str, runs: pd.DataFrame | None) -> str:
@@ -112,7 +113,19 @@ with tab_results:
         st.dataframe(sub, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="%.3f")
                                     for c in ("mean", "std", "ci_low", "ci_high")})
-        st.caption("Intervals: 95% t-intervals of the mean over origin seeds (n per point).")
+        st.caption("Intervals: 95% t-intervals of the mean over the paired runs (origin x data seed; n per point).")
+        if runs is not None and "init" in runs.columns:
+            from tpv_core.experiments.paired import paired_tests
+
+            tests = paired_tests(runs[runs["target"] == target])
+            if not tests.empty:
+                st.markdown("**Paired comparisons** (same origin, same k rows and batch order)")
+                st.dataframe(tests.drop(columns=["target"]), hide_index=True, width="stretch",
+                             column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                            for c in ("mean_diff", "ci_low", "ci_high", "p_wilcoxon", "p_ttest")})
+                st.caption("mean_diff: a minus b over the cells both ran, with its 95% t-interval; p_wilcoxon: "
+                           "two-sided Wilcoxon signed-rank test; p_ttest: two-sided paired t-test; best_spot: the "
+                           "SPoT source with the higher mean at that k.")
         if runs is not None:
             with st.expander(f"{len(runs)} individual runs"):
                 st.dataframe(runs, hide_index=True, width="stretch")

@@ -106,6 +106,59 @@ def test_fewshot_end_to_end(minilm, tiny_store, tmp_path):
     assert (tmp_path / "fewshot_runs.csv").exists() and (tmp_path / "fewshot_summary.csv").exists()
 
 
+def test_fewshot_cells_cross_origins_and_data_seeds(minilm, tiny_store, tmp_path):
+    """Every (origin, data seed) is one cell shared by all inits: the k rows and batch order come from the data
+    seed, so two origins with one data seed train on the same rows, and one origin with two data seeds on
+    different ones; k = 0 runs once per origin; an older log (no data_seed column) resumes."""
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, eval_limit=8)
+    res = run_fewshot(minilm, tiny_store, "sentences_amazon", TASKS, tmp_path, ks=[0, 4], data_seeds=[0, 1],
+                      inits=["random", "tpv"], config=cfg, limit=16)
+    runs = res.runs
+    assert len(runs) == 2 * 2 * (1 + 2)  # origins x inits x (k=0 once + k=4 per data seed)
+    assert sorted(runs.loc[runs["k"] == 4, "data_seed"].unique()) == [0, 1]
+    assert (runs.loc[runs["k"] == 0, "data_seed"] == 0).all() and (runs["wall_s"] >= 0).all()
+    tests = pd.read_csv(tmp_path / "fewshot_tests.csv")
+    row = tests[(tests["k"] == 4) & (tests["b"] == "random")].iloc[0]
+    assert row["n"] == 4 and row["a_wins"] + row["b_wins"] + row["ties"] == 4
+    # the k rows: the data seed decides them, not the origin
+    from tpv_core.tasks import get_task, k_shot, load_split
+
+    task = get_task("sentences_amazon")
+    rows = load_split(task, "train")
+    assert k_shot(rows, 4, 0, task) != k_shot(rows, 4, 1, task)
+    # an older log keyed without data seeds: its rows count under data seed = origin seed, nothing reruns
+    old = runs[(runs["data_seed"] == runs["seed"]) | (runs["k"] == 0)].drop(columns=["data_seed"])
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    old.to_csv(old_dir / "fewshot_runs.csv", index=False)
+    again = run_fewshot(minilm, tiny_store, "sentences_amazon", TASKS, old_dir, ks=[0, 4], inits=["random", "tpv"],
+                        config=cfg, limit=16)
+    assert len(again.runs) == len(old)
+    with pytest.raises(ValueError, match="data seeds"):
+        run_fewshot(minilm, tiny_store, "sentences_amazon", TASKS, tmp_path, ks=[4], data_seeds=[-1], config=cfg)
+
+
+def test_paired_tests_compare_within_cells():
+    from tpv_core.experiments.paired import paired_tests, ttest_p, wilcoxon_p
+
+    cells = [(o, d) for o in range(3) for d in range(2)]
+    rows = []
+    for i, (o, d) in enumerate(cells):
+        base = 0.5 + 0.05 * i  # cells differ a lot; within a cell tpv is always 0.02 above random
+        rows += [{"target": "t", "k": 10, "seed": o, "data_seed": d, "init": "random", "score": base},
+                 {"target": "t", "k": 10, "seed": o, "data_seed": d, "init": "tpv", "score": base + 0.02},
+                 {"target": "t", "k": 10, "seed": o, "data_seed": d, "init": "spot:a", "score": base + 0.03},
+                 {"target": "t", "k": 10, "seed": o, "data_seed": d, "init": "spot:b", "score": base - 0.1 + 0.01 * i}]
+    out = paired_tests(pd.DataFrame(rows)).set_index("b")
+    r = out.loc["random"]
+    assert r["n"] == 6 and r["a_wins"] == 6 and abs(r["mean_diff"] - 0.02) < 1e-9
+    assert r["p_wilcoxon"] == pytest.approx(0.03125)  # the smallest two-sided exact p for n = 6
+    assert out.loc["best_spot", "b_init"] == "spot:a" and out.loc["best_spot", "b_wins"] == 6
+    assert "multitask" not in out.index  # not run: no row
+    assert wilcoxon_p([0.0, 0.0]) != wilcoxon_p([0.0, 0.0])  # nan: no evidence either way
+    assert ttest_p([0.1]) != ttest_p([0.1])
+
+
 def test_cli_negation_and_addition_methods(tiny_store, tmp_path, capsys):
     from tpv_core.cli import main
 

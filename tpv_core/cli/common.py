@@ -76,8 +76,9 @@ def load_backbone_for_cli(args):
     return backbone
 
 
-def parse_seeds(values) -> list[int]:
-    """Seeds from `--origin 0 1 2`, `--origin 0-2` or `--origin 0,1`; a clear error naming a bad one."""
+def parse_seeds(values, flag: str = "--origin") -> list[int]:
+    """Seeds from `--origin 0 1 2`, `--origin 0-2` or `--origin 0,1`; a clear error naming a bad one (and the
+    option ``flag`` it came from)."""
     seeds: list[int] = []
     for v in values or []:
         for part in str(v).split(","):
@@ -94,7 +95,7 @@ def parse_seeds(values) -> list[int]:
                 else:
                     seeds.append(int(part))
             except ValueError:
-                raise ValueError(f"--origin {part!r} is not an origin seed: give whole numbers (0 1 2), a range (0-2) "
+                raise ValueError(f"{flag} {part!r} is not a seed: give whole numbers (0 1 2), a range (0-2) "
                                  "or a comma list (0,1)") from None
     return list(dict.fromkeys(seeds))
 

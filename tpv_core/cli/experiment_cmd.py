@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fs.add_argument("--target", required=True)
     fs.add_argument("--sources", nargs="+", required=True)
     fs.add_argument("--k", nargs="+", type=non_negative_int, default=None, help="shots (default 0 5 10 25 50 100 250 500 1000)")
+    fs.add_argument("--data-seeds", nargs="+", default=None,
+                    help="seeds that draw the k rows and the batch order, crossed with the origins: every "
+                         "(origin, data seed) is one paired cell shared by all inits (default: the origin's seed)")
     fs.add_argument("--inits", nargs="+", default=None, help="random spot multitask tpv (default all)")
     fs.add_argument("--steps", type=non_negative_int, default=None, help="training steps for every init (same budget)")
     fs.add_argument("--lr", type=finite_float, default=None)
@@ -136,7 +139,8 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from tpv_core.workflows.fewshot import FewshotRequest, run_fewshot_request
 
     req = FewshotRequest(target=args.target, sources=args.sources, out=args.out, store_root=args.store,
-                         ks=args.k or DEFAULT_KS, seeds=parse_seeds(args.origin) or None, inits=args.inits or INITS,
+                         ks=args.k or DEFAULT_KS, seeds=parse_seeds(args.origin) or None,
+                         data_seeds=parse_seeds(args.data_seeds, "--data-seeds") or None, inits=args.inits or INITS,
                          steps=args.steps, lr=args.lr, train_batch_size=args.batch_size_train,
                          eval_limit=args.eval_limit or (200 if args.recipe == "demo" else "all"), split=args.split,
                          limit=args.limit, batch_size=args.batch_size, strict_ks=args.k is not None,

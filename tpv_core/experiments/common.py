@@ -33,13 +33,21 @@ class ExperimentResult:
 
 
 class ResultsLog:
-    """A CSV of finished runs, rewritten atomically after every new row, keyed by ``key`` columns."""
+    """A CSV of finished runs, rewritten atomically after every new row, keyed by ``key`` columns.
 
-    def __init__(self, path: str | Path, key: Sequence[str]):
+    ``fill`` gives a value for a key column that an older log lacks, computed from the row (a column added
+    to the key later, e.g. the few-shot data seed, which used to be the origin seed)."""
+
+    def __init__(self, path: str | Path, key: Sequence[str],
+                 fill: dict[str, Callable[[dict[str, Any]], Any]] | None = None):
         self.path, self.key = Path(path), tuple(key)
         self.rows: list[dict[str, Any]] = []
         if self.path.exists() and self.path.stat().st_size:
             self.rows = pd.read_csv(self.path, keep_default_na=False, na_values=[""]).to_dict("records")
+        for col, fn in (fill or {}).items():
+            for r in self.rows:
+                if col not in r or r[col] is None or (isinstance(r[col], float) and math.isnan(r[col])):
+                    r[col] = fn(r)
         self._keys = {self._k(r) for r in self.rows}
 
     def _k(self, row: dict[str, Any]) -> tuple[str, ...]:

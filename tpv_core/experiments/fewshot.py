@@ -16,11 +16,13 @@ which cannot be held to the same budget through this loop.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tpv_core import distributed
+from tpv_core.atomic import atomic_write_text
 from tpv_core.evaluation import evaluate, prepare_split
 from tpv_core.experiments.common import (
     ExperimentResult,
@@ -30,6 +32,7 @@ from tpv_core.experiments.common import (
     task_prompts,
     write_outputs,
 )
+from tpv_core.experiments.paired import paired_tests
 from tpv_core.prompts import TaskPromptVector
 from tpv_core.store import PromptStore
 from tpv_core.tasks import get_task, load_split
@@ -86,6 +89,7 @@ def run_fewshot(
     *,
     ks: Sequence[int] = DEFAULT_KS,
     seeds: Sequence[int] | None = None,
+    data_seeds: Sequence[int] | None = None,
     inits: Sequence[str] = INITS,
     config: TrainConfig | None = None,
     split: str = "test",
@@ -95,10 +99,16 @@ def run_fewshot(
     on_run: Callable[[FewshotProgress], None] | None = None,
     strict_ks: bool = False,
 ) -> ExperimentResult:
-    """Run (or resume) the few-shot grid: every common origin seed x init x k; ``progress`` gets messages,
-    ``on_run`` structured :class:`FewshotProgress` after every run. ``strict_ks``: a k above the target's
-    training rows is an error (the CLI's explicit ``--k``); otherwise it is capped to them (the default list
-    reaches 1000)."""
+    """Run (or resume) the few-shot grid: every common origin seed x data seed x init x k; ``progress`` gets
+    messages, ``on_run`` structured :class:`FewshotProgress` after every run. ``strict_ks``: a k above the
+    target's training rows is an error (the CLI's explicit ``--k``); otherwise it is capped to them (the
+    default list reaches 1000).
+
+    A run is one cell (origin seed, data seed): the data seed draws the k training rows and the batch order,
+    shared by every init of the cell, so inits compare in pairs (:mod:`tpv_core.experiments.paired`).
+    ``data_seeds=None`` pairs each origin with its own seed as data seed (one cell per origin). k = 0 scores
+    the initialisation, which no data seed changes: it is run once per origin (under the first data seed).
+    """
     out = Path(out_dir)
     tgt = get_task(target, store.root)
     srcs = [get_task(s, store.root) for s in sources]
@@ -130,13 +140,24 @@ def run_fewshot(
     if not common:
         raise FileNotFoundError(f"the sources {', '.join(s.name for s in srcs)} share no origin seed on {backbone.name}")
     metric = score_metric(tgt)
-    log = ResultsLog(out / f"{NAME}_runs.csv", ["target", "k", "init", "seed"])
+    log = ResultsLog(out / f"{NAME}_runs.csv", ["target", "k", "init", "seed", "data_seed"],
+                     fill={"data_seed": lambda r: r["seed"]})  # logs before data seeds: the origin's seed
     test = prepare_split(backbone, tgt, split, limit=limit)
     val = prepare_split(backbone, tgt, "validation", limit=cfg.eval_limit)
     multi_name = task_key(srcs)
     names = init_names(inits, [s.name for s in srcs])
-    total = len(common) * len(names) * len(capped)
-    done = sum(log.has(target=tgt.name, k=k, init=i, seed=seed) for seed in common for i in names for k in capped)
+    if data_seeds is not None and (not data_seeds or any(isinstance(d, bool) or not isinstance(d, int) or d < 0
+                                                       for d in data_seeds)):
+        raise ValueError(f"data seeds must be whole numbers >= 0, got {list(data_seeds)}")
+
+    def cells(seed: int) -> list[tuple[int, int]]:
+        """(data seed, k) of every run of one origin: k = 0 once, under the first data seed."""
+        ds = list(dict.fromkeys(data_seeds)) if data_seeds is not None else [seed]
+        return [(d, k) for d in ds for k in capped if k or d == ds[0]]
+
+    total = sum(len(cells(seed)) for seed in common) * len(names)
+    done = sum(log.has(target=tgt.name, k=k, init=i, seed=seed, data_seed=d)
+               for seed in common for i in names for d, k in cells(seed))
     if on_run:
         on_run(FewshotProgress(done, total))
 
@@ -162,32 +183,38 @@ def run_fewshot(
                 if distributed.is_main():  # under torchrun: rank 0 writes, every rank goes on with mt
                     store.save(mt)
                 init_tensors["multitask"] = mt.tensor
-        for init, tensor in init_tensors.items():
-            for k in capped:
-                if log.has(target=tgt.name, k=k, init=init, seed=seed):
+        for data_seed, k in cells(seed):
+            for init, tensor in init_tensors.items():
+                if log.has(target=tgt.name, k=k, init=init, seed=seed, data_seed=data_seed):
                     continue
-                steps = 0
+                started, steps = time.perf_counter(), 0
                 if k == 0:
                     final = tensor
                 else:
-                    kcfg = dataclasses.replace(cfg, k_shot=k, data_seed=seed)
+                    kcfg = dataclasses.replace(cfg, k_shot=k, data_seed=data_seed)
                     res = tune_prompt(backbone, tgt, origin, kcfg, init=tensor, validation=val)
                     final, steps = res.prompt.tensor, res.prompt.metadata["steps"]
                 ev = evaluate(backbone, tgt, final, test, batch_size=batch_size)
-                log.add({"target": tgt.name, "k": k, "init": init, "seed": seed, "origin": origin.id,
-                         "sources": "+".join(s.name for s in srcs), "split": split, "n": ev.n, "steps": steps,
-                         "metric": metric, "score": ev.metrics[metric],
-                         **{f"m_{m}": v for m, v in ev.metrics.items()}})
+                log.add({"target": tgt.name, "k": k, "init": init, "seed": seed, "data_seed": data_seed,
+                         "origin": origin.id, "sources": "+".join(s.name for s in srcs), "split": split, "n": ev.n,
+                         "steps": steps, "metric": metric, "score": ev.metrics[metric],
+                         **{f"m_{m}": v for m, v in ev.metrics.items()},
+                         "wall_s": round(time.perf_counter() - started, 2)})
                 done += 1
                 if on_run:
                     on_run(FewshotProgress(done, total, log.rows[-1]))
                 if progress:
-                    progress(f"{tgt.name} k={k} {init} seed {seed}: {metric}={ev.metrics[metric]:.4f}")
+                    progress(f"{tgt.name} k={k} {init} origin {seed} data {data_seed}: "
+                             f"{metric}={ev.metrics[metric]:.4f}")
     runs = log.frame()  # every target run into this folder: the summary covers them all
     summary = summarize(runs, ["target", "k", "init"], "score")
+    tests = paired_tests(runs)
     from tpv_core import plots
 
     fig = plots.fewshot_curve(summary[summary["target"] == tgt.name])
-    fig.update_layout(title=f"Few-shot {tgt.name} on {backbone.name} ({metric}, {split})")
+    fig.update_layout(title=f"Few-shot {tgt.name} on {backbone.name} ({metric}, {split}; 95 % intervals over "
+                            f"{summary[summary['target'] == tgt.name]['n'].max()} paired runs)")
     files = write_outputs(out, NAME, summary, {f"{NAME}_{tgt.name}": fig})
+    if distributed.is_main():
+        files.append(atomic_write_text(out / f"{NAME}_tests.csv", tests.to_csv(index=False)))
     return ExperimentResult(NAME, runs, summary, [log.path, *files], notes)

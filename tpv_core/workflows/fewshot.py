@@ -30,6 +30,7 @@ class FewshotRequest:
     store_root: str
     ks: tuple[int, ...] = DEFAULT_KS
     seeds: tuple[int, ...] | None = None  # None: every origin seed the sources share
+    data_seeds: tuple[int, ...] | None = None  # None: each origin's seed draws its k rows (one cell per origin)
     inits: tuple[str, ...] = INITS
     steps: int | None = None
     lr: float | None = None
@@ -50,8 +51,9 @@ class FewshotRequest:
         object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
         object.__setattr__(self, "inits", tuple(self.inits))
-        if self.seeds is not None:
-            object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        for name in ("seeds", "data_seeds"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(int(s) for s in getattr(self, name)))
 
     def config(self) -> TrainConfig:
         """The recipe's TrainConfig with this request's explicit fields over it (``eval_limit="all"``: the whole
@@ -75,7 +77,9 @@ class FewshotRequest:
         are left to the store."""
         if self.seeds is None:
             return None
-        return len(set(self.ks)) * len(init_names(self.inits, self.sources)) * len(self.seeds)
+        ks, n_data = set(self.ks), len(set(self.data_seeds or (0,)))
+        cells = (len(ks - {0}) * n_data + (0 in ks)) * len(self.seeds)  # k = 0 once per origin
+        return cells * len(init_names(self.inits, self.sources))
 
     def label(self, backbone: str) -> str:
         return f"few-shot {self.target} ← {' + '.join(self.sources)} on {backbone}"
@@ -96,6 +100,7 @@ def run_fewshot_request(backbone: "Backbone", request: FewshotRequest, *,
     target, sources = request.tasks()
     return run_fewshot(backbone, PromptStore(request.store_root), target, sources,
                        request.out, ks=list(request.ks), seeds=list(request.seeds) if request.seeds else None,
+                       data_seeds=list(request.data_seeds) if request.data_seeds else None,
                        inits=list(request.inits), config=request.config(), split=request.split,
                        limit=request.limit, batch_size=request.batch_size, progress=progress, on_run=runs,
                        strict_ks=request.strict_ks)
