@@ -41,6 +41,24 @@ def test_addition_end_to_end(minilm, tiny_store, tmp_path):
     assert (res.runs["relative"] - res.runs["combined"] / res.runs["single"]).abs().max() < 1e-9
     assert (tmp_path / "addition_summary.csv").exists()
     assert set(res.runs["method"]) == {"sum"}
+    # the untuned floor on the same rows, and the share of the learned gain that survives
+    floor = pd.read_csv(tmp_path / "addition_untuned.csv")
+    assert len(floor) == 2 * 2 and set(floor["n"]) == {16}
+    from tpv_core.evaluation import evaluate, prepare_split
+    from tpv_core.tasks import get_task
+
+    p = tiny_store.load_all(backbone=minilm.name, task=TASKS[0])[0]
+    own = evaluate(minilm, get_task(TASKS[0]), p.origin.require_tensor(),
+                   prepare_split(minilm, get_task(TASKS[0]), "test", limit=16)).main
+    assert floor[(floor["task"] == TASKS[0]) & (floor["seed"] == p.origin.seed)]["untuned"].iloc[0] == own
+    r = res.runs
+    want = ((r["combined"] - r["untuned"]) / (r["single"] - r["untuned"])).where(r["single"] > r["untuned"])
+    pd.testing.assert_series_equal(r["gain_share"], want, check_names=False)
+    assert {"gain_share_mean", "gain_share_std", "untuned_mean"} <= set(res.summary.columns)
+    # an older log without the floor: a rerun adds only the floor, the runs stay as they were
+    (tmp_path / "addition_untuned.csv").unlink()
+    again = run_addition(minilm, tiny_store, TASKS, tmp_path, grid=[0.0, 0.5, 1.0], val_limit=16, limit=16)
+    pd.testing.assert_frame_equal(again.runs, res.runs)
 
 
 def test_addition_compares_merge_methods(minilm, tiny_store, tmp_path):

@@ -2,7 +2,10 @@
 
 For every set of tasks (pairs by default) and every origin, P0 + lambda * sum(tau_i) with one shared
 lambda chosen on validation (mean of the tasks' validation scores over a grid, default 0..1 step 0.05);
-each task's test score is reported relative to its own single-task prompt from the same origin.
+each task's test score is reported relative to its own single-task prompt from the same origin, and as
+the share of the learned gain that survives, (combined - untuned) / (single - untuned), where ``untuned``
+is the origin P0 itself on the same rows (the floor: an encoder's untuned origin can score most of what
+tuning reaches, which makes the relative score look good for any combination).
 
 ``methods`` compares merge methods on the same sets: ``sum`` is the paper's plain addition; ``ties`` and
 ``dare`` (:mod:`tpv_core.merges`, default options) merge the same vectors, and each gets its own lambda.
@@ -67,6 +70,7 @@ def run_addition(
     val = {t.name: prepare_split(backbone, t, "validation", limit=val_limit) for t in specs}
     test = {t.name: prepare_split(backbone, t, split, limit=limit) for t in specs}
     single: dict[tuple[str, int], float] = {}
+    floor = ResultsLog(out / f"{NAME}_untuned.csv", ["task", "seed", "split", "n"])
 
     def score(t, tensor, prepared) -> float:
         return evaluate(backbone, t, tensor, prepared[t.name], batch_size=batch_size).main
@@ -97,12 +101,34 @@ def run_addition(
                          "relative": rel})
             if progress:
                 progress(f"{label} ({method}) seed {seed}: lambda={best_lambda:g}")
-    runs = log.frame()
+    for t in specs:  # the untuned floor of every task and origin on the scored rows (also for older logs)
+        for seed, prompt in prompts[t.name].items():
+            n = len(test[t.name])
+            if not floor.has(task=t.name, seed=seed, split=split, n=n):
+                floor.add({"task": t.name, "seed": seed, "split": split, "n": n, "origin": prompt.origin.id,
+                           "untuned": score(t, prompt.origin.require_tensor(), test)})
+    runs = with_gain_share(log.frame(), floor.frame())
     by = ["method", "combo", "task"]
-    summary = summarize(runs, by, "relative", also_mean=["lambda"])
+    summary = summarize(runs, by, "relative", also_mean=["lambda", "untuned", "single", "combined"])
+    if "gain_share" in runs.columns:
+        gain = summarize(runs, by, "gain_share")[[*by, "mean", "std"]]
+        summary = summary.merge(gain.rename(columns={"mean": "gain_share_mean", "std": "gain_share_std"}), on=by)
     fig = addition_figure(summary, f"Task addition on {backbone.name}: test score relative to the single-task prompt")
     files = write_outputs(out, NAME, summary, {NAME: fig})
     return ExperimentResult(NAME, runs, summary, [log.path, *files])
+
+
+def with_gain_share(runs: "pd.DataFrame", floor: "pd.DataFrame") -> "pd.DataFrame":
+    """``runs`` with each task's untuned score (from ``floor``, matched on task and origin seed) and
+    ``gain_share`` = (combined - untuned) / (single - untuned); nan where tuning gained nothing."""
+    if runs.empty or floor.empty:
+        return runs
+    f = floor.drop_duplicates(["task", "seed"], keep="last")[["task", "seed", "untuned"]]
+    out = runs.drop(columns=[c for c in ("untuned", "gain_share") if c in runs.columns]).merge(
+        f, on=["task", "seed"], how="left")
+    gained = out["single"] - out["untuned"]
+    out["gain_share"] = ((out["combined"] - out["untuned"]) / gained).where(gained > 0)
+    return out
 
 
 def addition_figure(summary: "pd.DataFrame", title: str) -> go.Figure:
