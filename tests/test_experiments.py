@@ -156,6 +156,28 @@ def test_fewshot_cells_cross_origins_and_data_seeds(minilm, tiny_store, tmp_path
         run_fewshot(minilm, tiny_store, "sentences_amazon", TASKS, tmp_path, ks=[4], data_seeds=[-1], config=cfg)
 
 
+def test_length_scores_each_init_at_each_cut(minilm, tiny_store, tmp_path):
+    from tpv_core.evaluation import evaluate, prepare_split
+    from tpv_core.experiments.length import run_length
+    from tpv_core.tasks import get_task
+
+    res = run_length(minilm, tiny_store, "sentences_amazon", TASKS, tmp_path, max_lengths=[3, 512], limit=8)
+    runs = res.runs
+    assert len(runs) == 2 * 4 * 2  # origins x (random, 2 spot, tpv) x cuts
+    assert (runs.loc[runs["max_length"] == 3, "mean_tokens"] <= 3).all()
+    shares = runs[[c for c in runs.columns if c.startswith("pred_")]].sum(axis=1)
+    assert ((shares - 1).abs() < 1e-9).all()
+    # the full-length row is the plain evaluation of the source prompt
+    task = get_task("sentences_amazon")
+    p = tiny_store.load_all(backbone=minilm.name, task=TASKS[0])[0]
+    full = evaluate(minilm, task, p.tensor, prepare_split(minilm, task, "test", limit=8)).metrics
+    row = runs[(runs["init"] == f"spot:{TASKS[0]}") & (runs["seed"] == p.origin.seed) & (runs["max_length"] == 512)]
+    assert row["score"].iloc[0] == full[row["metric"].iloc[0]]
+    assert (tmp_path / "length_sentences_amazon_summary.csv").exists()
+    with pytest.raises(ValueError, match="max lengths"):
+        run_length(minilm, tiny_store, "sentences_amazon", TASKS, tmp_path, max_lengths=[0])
+
+
 def test_paired_tests_compare_within_cells():
     from tpv_core.experiments.paired import paired_tests, ttest_p, wilcoxon_p
 

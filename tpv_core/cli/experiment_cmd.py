@@ -53,6 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="merge methods to compare, each with its own lambda: sum (the paper) ties dare")
     ad.set_defaults(func=cmd_addition)
 
+    ln = s.add_parser("length", help="source prompts and their TPV sum on a target's inputs cut to several lengths")
+    common(ln)
+    ln.add_argument("--target", required=True)
+    ln.add_argument("--sources", nargs="+", required=True)
+    ln.add_argument("--max-lengths", nargs="+", type=positive_int, default=[32, 64, 128, 512],
+                    help="input tokens kept per row (the first ones)")
+    ln.set_defaults(func=cmd_length)
+
     ng = s.add_parser("negation", help="P0 + tau_c - coef * tau_t: does negating t hurt t and spare c?")
     common(ng)
     ng.add_argument("--tasks", nargs="+", required=True)
@@ -121,6 +129,17 @@ def cmd_addition(args: argparse.Namespace) -> int:
                        set_size=args.set_size, methods=args.methods, grid=args.grid or DEFAULT_GRID,
                        split=args.split, val_limit=args.val_limit, limit=args.limit, batch_size=args.batch_size,
                        progress=_say)
+    return _report(res)
+
+
+def cmd_length(args: argparse.Namespace) -> int:
+    from tpv_core.experiments.length import run_length
+
+    bb = load_backbone_for_cli(args)
+    target, *sources = _bound(args, [args.target, *args.sources])
+    res = run_length(bb, PromptStore(args.store), target, sources, args.out, max_lengths=args.max_lengths,
+                     seeds=parse_seeds(args.origin) or None, split=args.split, limit=args.limit,
+                     batch_size=args.batch_size, progress=_say)
     return _report(res)
 
 

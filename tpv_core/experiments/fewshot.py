@@ -40,7 +40,10 @@ from tpv_core.tasks import k_shot as sample_k_shot
 from tpv_core.training import TrainConfig, task_key, tune_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from tpv_core.backbones.base import Backbone
+    from tpv_core.prompts import SoftPrompt
 
 NAME = "fewshot"
 DEFAULT_KS = (0, 5, 10, 25, 50, 100, 250, 500, 1000)
@@ -69,6 +72,21 @@ def init_names(inits: Sequence[str], sources: Sequence[str]) -> list[str]:
     for init in INITS:
         if init in inits:
             out.extend([f"spot:{s}" for s in sources] if init == "spot" else [init])
+    return out
+
+
+def source_inits(src_prompts: dict[str, dict[int, "SoftPrompt"]], sources: Sequence[str], seed: int,
+                 inits: Sequence[str]) -> dict[str, "torch.Tensor"]:
+    """The initial prompts that need no training, from the sources' stored prompts of origin ``seed``:
+    ``random`` (P0), one ``spot:<source>`` per source, ``tpv`` (P0 + the sum of the sources' vectors)."""
+    first = src_prompts[sources[0]][seed]
+    out = {}
+    if "random" in inits:
+        out["random"] = first.origin.require_tensor()
+    if "spot" in inits:
+        out.update({f"spot:{s}": src_prompts[s][seed].tensor for s in sources})
+    if "tpv" in inits:
+        out["tpv"] = TaskPromptVector.sum([src_prompts[s][seed].vector() for s in sources]).apply_to(first.origin)
     return out
 
 
@@ -163,14 +181,7 @@ def run_fewshot(
 
     for seed in common:
         origin = src_prompts[srcs[0].name][seed].origin
-        init_tensors = {}
-        if "random" in inits:
-            init_tensors["random"] = origin.require_tensor()
-        if "spot" in inits:
-            for s in srcs:
-                init_tensors[f"spot:{s.name}"] = src_prompts[s.name][seed].tensor
-        if "tpv" in inits:
-            init_tensors["tpv"] = TaskPromptVector.sum([src_prompts[s.name][seed].vector() for s in srcs]).apply_to(origin)
+        init_tensors = source_inits(src_prompts, [s.name for s in srcs], seed, inits)
         if "multitask" in inits:
             if store.exists(backbone.name, multi_name, origin.id):
                 init_tensors["multitask"] = store.load(backbone.name, multi_name, origin.id).tensor
