@@ -58,10 +58,9 @@ def label(task: str, metric: str) -> str:
     return name(task) + (" (Pearson)" if metric == "pearson" else "")
 
 
-def in_order(tasks, first=()) -> list[str]:
-    """Distinct tasks in order of appearance, those of ``first`` (present ones) first."""
-    seen = list(dict.fromkeys(tasks))
-    return [t for t in first if t in seen] + [t for t in seen if t not in first]
+def in_order(tasks) -> list[str]:
+    """Distinct tasks in order of appearance."""
+    return list(dict.fromkeys(tasks))
 
 
 # ------------------------------------------------------------------------------------ the zoo
@@ -139,7 +138,8 @@ def same_task(root: Path, backbone: str, paper: bool) -> str:
     frame = read_csv(root, "similarity/similarity_by_task.csv")
     frame = frame[(frame.backbone == backbone) & (frame.task_a == frame.task_b)]
     rows = []
-    for i, task in enumerate(in_order(frame.task_a, SOURCE_TASKS)):
+    rest = sorted(set(frame.task_a) - set(SOURCE_TASKS), key=lambda t: name(t).lower())
+    for i, task in enumerate([t for t in SOURCE_TASKS if t in set(frame.task_a)] + rest):
         mine = frame[frame.task_a == task].set_index("definition")
         cells = [pm(mine.loc[d, "mean"], mine.loc[d, "std"], 1, 3) for d in ("flat", "token-mean")]
         first = [f"{PAPER['same_task_flat']} (all tasks)" if i == 0 else ""] if paper else []
@@ -156,6 +156,30 @@ def similarity_minilm(root: Path) -> str:
 @table("similarity-smollm2")
 def similarity_smollm2(root: Path) -> str:
     return same_task(root, "smollm2-135m", paper=False)
+
+
+SENTIMENT = {"sst2", "sst5", "yelp_polarity", "imdb", "sentences_yelp", "sentences_imdb", "sentences_amazon"}
+
+
+@table("similarity-groups")
+def similarity_groups(root: Path) -> str:
+    frame = read_csv(root, "similarity/similarity_by_task.csv")
+    frame = frame[frame.task_a < frame.task_b]
+    within = lambda tasks: frame.task_a.isin(tasks) & frame.task_b.isin(tasks)  # noqa: E731
+    minilm = frame.backbone == "minilm-l6"
+    groups = [("MiniLM", "sentiment tasks", minilm & within(SENTIMENT)),
+              ("MiniLM", "similarity-readout tasks", minilm & within(SIMILARITY_READOUT)),
+              ("MiniLM", "every other pair", minilm & ~within(SENTIMENT) & ~within(SIMILARITY_READOUT)),
+              ("MiniLM", "all", minilm), ("SmolLM2", "all", frame.backbone == "smollm2-135m")]
+    rows = []
+    for backbone, what, mask in groups:
+        cells = []
+        for definition in ("token-mean", "flat"):
+            means = frame[mask & (frame.definition == definition)]["mean"]
+            cells += [pm(means.mean(), means.std(), 1, 3), f"{num(means.min(), 1, 3)} to {num(means.max(), 1, 3)}"]
+        rows.append([backbone, what, len(means), *cells])
+    return md_table(["backbone", "pairs of different tasks", "pairs", "token-mean: mean +- std",
+                     "token-mean: min to max", "flat: mean +- std", "flat: min to max"], rows)
 
 
 @table("geometry")
