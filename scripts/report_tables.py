@@ -22,8 +22,8 @@ from report_lib import (  # noqa: E402  (the scripts folder is not a package)
     write,
 )
 
-__all__ = ["PAPER", "PENDING_UNMARKED", "TABLES", "check", "main", "md_table", "name", "num", "pm", "table",
-           "write"]
+__all__ = ["PAPER", "PENDING_UNMARKED", "TABLES", "check", "main", "md_table", "name", "num", "one", "pm",
+           "read_csv", "read_results", "table", "write"]
 
 # The paper's published numbers (Belanec et al., "Task Prompt Vectors"), T5-base, as the report quotes them.
 PAPER = {
@@ -43,8 +43,8 @@ PAPER = {
 }
 
 SOURCE_TASKS = ("dbpedia_14", "sst2", "yelp_polarity", "trec", "qnli", "mnli")
-# MiniLM reads these two-field tasks by the cosine of the two fields (tpv_core/tasks/builtin.py: the tasks
-# with similarity_targets, less CB, which keeps the description readout); every other task by descriptions.
+# MiniLM reads these two-field tasks by the cosine of the two fields: the tasks with similarity_targets in
+# tpv_core/tasks/builtin.py (tests/test_report.py compares); every other task, CB included, by descriptions.
 SIMILARITY_READOUT = {"mnli", "qnli", "snli", "scitail", "rte", "qqp", "mrpc", "stsb"}
 PROBE_MARGIN = 5.0  # "learned?" = "yes" when the tuned mean is at most this many points below the probe
 
@@ -185,7 +185,7 @@ def similarity_groups(root: Path) -> str:
 @table("geometry")
 def geometry(root: Path) -> str:
     frame = read_csv(root, "geometry/similarity_geometry.csv").set_index("definition")
-    rows = [[d, one([frame.loc[d, "n_tasks"]], d), num(frame.loc[d, "spearman_r"], 1, 3),
+    rows = [[d, int(frame.loc[d, "n_tasks"]), num(frame.loc[d, "spearman_r"], 1, 3),
              num(frame.loc[d, "p_value"], 1, 3)] for d in ("token-mean", "flat")]
     return md_table(["definition", "tasks", "Spearman r (MiniLM vs SmolLM2)", "p (Mantel, exact)"], rows)
 

@@ -130,3 +130,10 @@ def test_learned_rule(scores, expected):
 def test_registry_rejects_a_duplicate_id():
     with pytest.raises(ValueError):
         rt.table("zoo")(lambda root: "")
+
+
+def test_similarity_readout_tasks_match_the_task_definitions():
+    """The zoo table's readout column: the tasks whose spec carries similarity_targets (read as text)."""
+    source = (ROOT / "tpv_core" / "tasks" / "builtin.py").read_text(encoding="utf-8")
+    specs = [chunk.split('"', 1) for chunk in source.split('name="')[1:]]
+    assert rt.SIMILARITY_READOUT == {task for task, rest in specs if "similarity_targets=" in rest}
