@@ -33,6 +33,13 @@ def test_train_eval_combine_cycle(capsys, tmp_path):
     assert code == 0 and "skip" in err  # already in the store: resumable grids skip it
     code, out, _ = run(capsys, "store", "list", store)
     assert "4 prompt(s)" in out
+    code, out, _ = run(capsys, "store", "list", store, "--norms", "--json")
+    rows = json.loads(out)["prompts"]
+    from tpv_core.store import PromptStore
+
+    p = PromptStore(store).load("minilm-l6", rows[0]["task"], rows[0]["origin"])
+    assert rows[0]["tau_norm"] == pytest.approx(float((p.tensor.float() - p.origin.require_tensor().float()).norm()))
+    assert all(r["tau_over_p0"] == pytest.approx(r["tau_norm"] / r["p0_norm"]) for r in rows)
     code, out, _ = run(capsys, "eval", *common, "--task", "sentences_yelp", "--limit", "16", "--json")
     res = json.loads(out)["results"]
     assert code == 0 and len(res) == 2 and all(r["n"] == 16 and r["prompt"] == "tuned" for r in res)

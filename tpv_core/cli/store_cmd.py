@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--task")
     ls.add_argument("--origin", help="origin id or seed")
     ls.add_argument("--json", action="store_true", help="print one JSON object")
+    ls.add_argument("--norms", action="store_true",
+                    help="add the L2 norms of each prompt's origin P0 and task prompt vector tau, and "
+                         "||tau|| / ||P0|| (reads every tensor)")
     ls.set_defaults(func=cmd_list)
 
     ex = s.add_parser("export", help="export a stored prompt as a PEFT prompt-tuning adapter directory")
@@ -47,6 +50,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     store = PromptStore(args.root)
     errors: list[str] = []
     df = store.index(args.backbone, args.task, args.origin, errors=errors)
+    if args.norms and not df.empty:
+        df = with_norms(store, df, errors)
     if args.json:
         print(json.dumps({"root": str(store.root), "prompts": df.drop(columns=["path"]).to_dict("records"),
                           "errors": errors}, default=str))
@@ -57,12 +62,30 @@ def cmd_list(args: argparse.Namespace) -> int:
     if df.empty:
         print(f"no prompts in {args.root}" + (" matching the filters" if (args.backbone or args.task or args.origin) else ""))
     else:
-        cols = ["backbone", "task", "origin", "steps"] + [c for c in df.columns if c.startswith("metric_")]
+        cols = ["backbone", "task", "origin", "steps"] + [c for c in df.columns if c.startswith("metric_")] + \
+            [c for c in ("p0_norm", "tau_norm", "tau_over_p0") if c in df.columns]
         print_table(df[cols])
         print(f"{len(df)} prompt(s) in {args.root}")
     for err in errors:
         print(f"skipped: {err}")
     return 0
+
+
+def with_norms(store: PromptStore, df, errors: list[str]):
+    """``df`` with ``p0_norm``, ``tau_norm`` and ``tau_over_p0`` per prompt (None where the origin cannot be
+    rebuilt; a damaged file is named in ``errors``)."""
+    from tpv_core.store import StoreError
+
+    norms = []
+    for backbone, task, origin in zip(df["backbone"], df["task"], df["origin"]):
+        try:
+            prompt = store.load(backbone, task, origin)
+            p0, tau = float(prompt.origin.require_tensor().norm()), float(prompt.vector().tensor.norm())
+            norms.append({"p0_norm": p0, "tau_norm": tau, "tau_over_p0": tau / p0 if p0 else None})
+        except (StoreError, ValueError) as exc:
+            errors.append(f"{backbone}/{task}/{origin}: no norms ({exc})")
+            norms.append({"p0_norm": None, "tau_norm": None, "tau_over_p0": None})
+    return df.assign(**{k: [n[k] for n in norms] for k in ("p0_norm", "tau_norm", "tau_over_p0")})
 
 
 def resolve_origin_id(store: PromptStore, backbone: str, task: str, origin: str) -> str:
