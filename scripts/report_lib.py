@@ -43,7 +43,6 @@ TABLES: dict[str, Callable[[Path], str]] = {}
 #: These are the tables of the sections being rewritten elsewhere; when one gets a marker block, lower
 #: its count (or drop the entry): the check fails on a stale count too, so this list only shrinks.
 PENDING_UNMARKED: dict[str, int] = {
-    "## 2. Addition": 2,  # MiniLM pairs table and three-task table
     "## 3. Few-shot initialisation": 1,  # few-shot table
 }
 
