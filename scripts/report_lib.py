@@ -39,13 +39,6 @@ PAPER = {
 #: table id -> generator(root) returning the markdown table (header, separator, data rows).
 TABLES: dict[str, Callable[[Path], str]] = {}
 
-#: Unmarked tables tolerated for now, by the heading (prefix) of the section they sit in -> how many.
-#: These are the tables of the sections being rewritten elsewhere; when one gets a marker block, lower
-#: its count (or drop the entry): the check fails on a stale count too, so this list only shrinks.
-PENDING_UNMARKED: dict[str, int] = {
-    "## 3. Few-shot initialisation": 1,  # few-shot table
-}
-
 OPEN = re.compile(r"^<!-- table:([A-Za-z0-9_.-]+) -->$")
 CLOSE = re.compile(r"^<!-- /table:([A-Za-z0-9_.-]+) -->$")
 SEPARATOR = re.compile(r"^\|\s*:?-{3,}")
@@ -147,7 +140,7 @@ def parse(lines: list[str]) -> tuple[list[tuple[str, int, int]], list[str]]:
 
 
 def unmarked_tables(lines: list[str], blocks: list[tuple[str, int, int]]) -> list[str]:
-    """Markdown tables outside every marker block (and outside code fences), beyond PENDING_UNMARKED."""
+    """Markdown tables outside every marker block (and outside code fences): each one is a problem."""
     inside = {i for _, start, end in blocks for i in range(start, end + 1)}
     heading, fenced, found = "", False, {}
     for i, line in enumerate(lines):
@@ -159,12 +152,6 @@ def unmarked_tables(lines: list[str], blocks: list[tuple[str, int, int]]) -> lis
               and SEPARATOR.match(lines[i + 1])):
             found.setdefault(heading, []).append(i + 1)
     problems = []
-    for prefix, allowed in PENDING_UNMARKED.items():
-        keys = [h for h in found if h.startswith(prefix)]
-        count = sum(len(found.pop(h)) for h in keys)
-        if count != allowed:
-            problems.append(f"PENDING_UNMARKED['{prefix}'] allows {allowed} unmarked table(s), the report "
-                            f"has {count} there: mark them and update PENDING_UNMARKED")
     for heading, starts in found.items():
         problems += [f"line {s}: table outside any <!-- table:ID --> block (under '{heading}')"
                      for s in starts]

@@ -18,12 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_lib import (  # noqa: E402  (the scripts folder is not a package)
-    PAPER, PENDING_UNMARKED, REPORT, TABLES, check, md_table, name, num, one, pm, read_csv, read_results, table,
+    PAPER, REPORT, TABLES, check, md_table, name, num, one, pm, read_csv, read_results, table,
     write,
 )
 import report_findings  # noqa: E402,F401  (registers the tables of sections 1-3 and the readout and length checks)
 
-__all__ = ["PAPER", "PENDING_UNMARKED", "TABLES", "check", "main", "md_table", "name", "num", "one", "pm",
+__all__ = ["PAPER", "TABLES", "check", "main", "md_table", "name", "num", "one", "pm",
            "read_csv", "read_results", "table", "write"]
 
 SOURCE_TASKS = ("dbpedia_14", "sst2", "yelp_polarity", "trec", "qnli", "mnli")
@@ -112,9 +112,11 @@ def smollm2_addition(root: Path) -> str:
         rows.append([" + ".join(name(t) for t in tasks), method,
                      " / ".join(pm(r["mean"], r["std"], 1, 2) for r in by_task),
                      f"{one(part.lambda_mean, combo):.2f} ({', '.join(f'{x:g}' for x in lambdas)})",
-                     mean("single"), mean("combined")])
+                     " / ".join(num(r["untuned_mean"]) for r in by_task), mean("single"), mean("combined"),
+                     " / ".join(pm(r["gain_share_mean"], r["gain_share_std"], 1, 2) for r in by_task)])
     return md_table(["pair", "method", "relative score (first / second)", "lambda: mean (per origin)",
-                     "single-task accuracy", "combined accuracy"], rows)
+                     "untuned accuracy", "single-task accuracy", "combined accuracy",
+                     "surviving gain (first / second)"], rows)
 
 
 # ------------------------------------------------------------------------------------ similarity

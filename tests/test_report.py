@@ -61,14 +61,6 @@ def test_an_unmarked_table_fails(copy):
     assert len(problems) == 1 and "table outside any <!-- table:ID --> block (under '## 8. More')" in problems[0]
 
 
-def test_an_extra_unmarked_table_in_a_pending_section_fails(copy):
-    path, text = copy
-    anchor = "![few-shot SciTail, MiniLM](figures/minilm-l6_fewshot_scitail.png)\n"
-    edited(path, text, anchor, anchor + "\n| a | b |\n|---|---|\n| 1 | 2 |\n")
-    problems = rt.check(ROOT, path)
-    assert len(problems) == 1 and "PENDING_UNMARKED['## 3. Few-shot initialisation'] allows 1" in problems[0]
-
-
 def test_an_unknown_or_missing_table_id_fails(copy):
     path, text = copy
     edited(path, text, "<!-- table:negation -->", "<!-- table:negations -->")
