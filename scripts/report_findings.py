@@ -165,3 +165,16 @@ def norms(root: Path) -> str:
         rows.append([backbone, name(task), len(part), num(part.p0_norm.mean(), 1, 2), num(part.tau_norm.mean(), 1, 2),
                      pm(part.tau_over_p0.mean(), part.tau_over_p0.std(), 1, 2)])
     return md_table(["backbone", "task", "origins", "norm of P0", "norm of tau", "norm of tau / norm of P0"], rows)
+
+
+@table("zoo-wall-time")
+def zoo_wall_time(root: Path) -> str:
+    """Minutes each stored prompt took to train (``wall_time_s`` of its metadata), per backbone and task."""
+    with open(Path(root) / "docs" / "results" / "norms" / "zoo_norms.json", encoding="utf-8") as fh:
+        df = pd.DataFrame(json.load(fh)["prompts"])
+    df = df.assign(label=df.task.map(name), minutes=df.wall_time_s / 60).sort_values(["backbone", "label"])
+    rows = [[backbone, name(task), len(part), f"{part.minutes.min():.1f}-{part.minutes.max():.1f}",
+             f"{part.minutes.sum():.1f}"] for (backbone, task), part in df.groupby(["backbone", "task"], sort=False)]
+    rows += [[backbone, "all", len(part), f"{part.minutes.min():.1f}-{part.minutes.max():.1f}", f"{part.minutes.sum():.1f}"]
+             for backbone, part in df.groupby("backbone")]
+    return md_table(["backbone", "task", "prompts", "minutes per prompt", "minutes in all"], rows)
