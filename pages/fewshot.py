@@ -165,16 +165,22 @@ with tab_run:
                                        help="scored twice per run to keep the best prompt"))
         seed_sets = [set(dfb.loc[dfb["task"] == s, "seed"]) for s in sources]
         seeds_avail = sorted(set.intersection(*seed_sets)) if seed_sets else []
-        seeds = st.multiselect("Origin seeds (common to the sources)", seeds_avail,
+        c1, c2 = st.columns([3, 1])
+        seeds = c1.multiselect("Origin seeds (common to the sources)", seeds_avail,
                                key=keep(ui.root_key("fs_seeds"), seeds_avail[:2], options=seeds_avail))
+        n_data = int(c2.number_input("Data seeds per origin", min_value=1, max_value=10, key=keep("fs_data_seeds", 1),
+                                     help="each (origin, data seed) is one paired cell: the data seed draws the k "
+                                          "rows and the batch order, shared by every init; 1 = the origin's own seed"))
         out_dir = st.text_input("Output folder", key=keep("fs_out", str(Path(st.session_state["results_dir"]) / "fewshot")),
                                 help="re-running resumes from its CSV")
         request = FewshotRequest(target=target, sources=tuple(sources), out=out_dir, store_root=root, ks=tuple(ks),
-                                 seeds=tuple(seeds), inits=tuple(inits), steps=steps, limit=limit, eval_limit=val_rows,
+                                 seeds=tuple(seeds), data_seeds=tuple(range(n_data)) if n_data > 1 else None,
+                                 inits=tuple(inits), steps=steps, limit=limit, eval_limit=val_rows,
                                  eval_every=max(1, steps // 2))
         n_inits = len(init_names(inits, sources))
         n_runs = request.planned_runs() or 0
-        st.caption(f"{n_runs} runs ({len(ks)} k × {n_inits} inits × {len(seeds)} seeds), each {steps} steps + "
+        st.caption(f"{n_runs} runs ({len(ks)} k × {n_inits} inits × {len(seeds)} origins"
+                   + (f" × {n_data} data seeds; k = 0 once per origin" if n_data > 1 else "") + f"), each {steps} steps + "
                    f"{limit} test rows; it runs in the job queue, after any training job.")
         if st.button("Run the experiment", type="primary", icon=":material/play_arrow:", key="fs_go",
                      disabled=not (sources and ks and inits and seeds)):

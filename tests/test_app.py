@@ -212,6 +212,13 @@ def test_fewshot_results_render(app_store, tmp_path):
     assert at.get("plotly_chart")
     summary = at.dataframe[0].value
     assert {"k", "init", "mean", "ci_low", "ci_high"} <= set(summary.columns) and len(summary) == 6
+    tests = at.dataframe[1].value  # the paired comparisons: tpv - random within each (origin, data seed) cell
+    assert list(tests["k"]) == [0, 5, 10] and set(tests["b"]) == {"random"}
+    assert tests["mean_diff"].round(9).tolist() == [0.05, 0.05, 0.05] and (tests["a_wins"] == 2).all()
+    # the Run tab plans paired cells: 2 data seeds per origin double every k > 0
+    at.number_input(key="fs_data_seeds").set_value(2).run()
+    assert not errors(at)
+    assert any("× 2 data seeds" in c.value for c in at.caption)
 
 
 def test_sessions_do_not_share_weights(app_store):

@@ -175,9 +175,9 @@ def test_fewshot_cli_and_job_write_the_same_runs(minilm, tiny_store, tmp_path, q
     root = tmp_path / "store"
     shutil.copytree(tiny_store.root, root)
     common = dict(target="sentences_amazon", sources=TASKS, store_root=str(root), ks=(0, 4), seeds=(0,),
-                  inits=("random", "tpv"), steps=2, limit=16, eval_limit=8, eval_every=1)
+                  data_seeds=(0, 1), inits=("random", "tpv"), steps=2, limit=16, eval_limit=8, eval_every=1)
     req = FewshotRequest(out=str(tmp_path / "job"), **common)
-    assert req.planned_runs() == 4
+    assert req.planned_runs() == 6  # 2 inits x (k = 0 once + k = 4 under each of 2 data seeds)
     from tpv_core.app import job_bodies
 
     jid = queue.submit_callable(job_bodies.fewshot_job(req, "minilm-l6", lambda _n: minilm), req.label("minilm-l6"),
@@ -189,15 +189,16 @@ def test_fewshot_cli_and_job_write_the_same_runs(minilm, tiny_store, tmp_path, q
         time.sleep(0.05)
     st = queue.get(jid)
     assert st.state == DONE, st.error
-    assert st.step == st.steps == 4 and st.fraction == 1.0
+    assert st.step == st.steps == 6 and st.fraction == 1.0
     assert all(a <= b for a, b in seen)
     assert main(["experiment", "fewshot", "--backbone", "minilm-l6", "--store", str(root), "--target",
                  "sentences_amazon", "--sources", *TASKS, "--k", "0", "4", "--origin", "0", "--inits", "random", "tpv",
-                 "--steps", "2", "--limit", "16", "--eval-limit", "8", "--out", str(tmp_path / "cli")]) == 0
+                 "--steps", "2", "--limit", "16", "--eval-limit", "8", "--data-seeds", "0", "1",
+                 "--out", str(tmp_path / "cli")]) == 0
     job_runs = pd.read_csv(tmp_path / "job" / "fewshot_runs.csv")
     cli_runs = pd.read_csv(tmp_path / "cli" / "fewshot_runs.csv")
-    assert len(job_runs) == len(cli_runs) == 4
-    key = ["k", "init", "seed"]
+    assert len(job_runs) == len(cli_runs) == 6
+    key = ["k", "init", "seed", "data_seed"]
     j, c = (r.sort_values(key).reset_index(drop=True) for r in (job_runs, cli_runs))
     pd.testing.assert_frame_equal(j[[*key, "steps", "score"]], c[[*key, "steps", "score"]])
 
