@@ -189,7 +189,8 @@ def check(root: Path, report: Path | None = None) -> list[str]:
 
 
 def write(root: Path, report: Path | None = None) -> list[str]:
-    """Rewrite every marked block from its generator (atomically); returns what could not be written."""
+    """Rewrite every marked block from its generator (atomically); a block whose generator fails is left as
+it was and named in the returned problems (the others are written)."""
     root = Path(root)
     report = Path(report) if report else root / REPORT
     lines = report.read_text(encoding="utf-8").split("\n")
@@ -198,7 +199,10 @@ def write(root: Path, report: Path | None = None) -> list[str]:
     if problems:
         return problems
     for table_id, start, end in sorted(blocks, key=lambda b: b[1], reverse=True):
-        lines[start + 1:end] = _generate(root, table_id).split("\n")
+        try:
+            lines[start + 1:end] = _generate(root, table_id).split("\n")
+        except Exception as exc:  # noqa: BLE001 - the other tables are still written
+            problems.append(f"table:{table_id}: generator failed, block left as it was: {type(exc).__name__}: {exc}")
     fd, tmp = tempfile.mkstemp(dir=report.parent, prefix=f".{report.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, report.stat().st_mode & 0o777)
@@ -208,4 +212,4 @@ def write(root: Path, report: Path | None = None) -> list[str]:
     except BaseException:
         os.unlink(tmp)
         raise
-    return []
+    return problems

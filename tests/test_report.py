@@ -78,6 +78,11 @@ def test_broken_markers_and_generators_are_problems(copy, monkeypatch):
     assert any("table:geometry is never closed" in p or "opens inside" in p for p in rt.check(ROOT, path))
     monkeypatch.setitem(rt.TABLES, "probe-smollm2", lambda root: 1 / 0)
     assert any("table:probe-smollm2: generator failed: ZeroDivisionError" in p for p in rt.check(ROOT, REPORT))
+    # --write still writes the other tables and leaves the failing one's block as it was
+    path.write_text(text.replace("| TREC | 30.2 -> 1.0 |", "| TREC | 30.2 -> 9.9 |"), encoding="utf-8")
+    problems = rt.write(ROOT, path)
+    assert len(problems) == 1 and "table:probe-smollm2: generator failed, block left as it was" in problems[0]
+    assert path.read_text(encoding="utf-8") == text
 
 
 def test_tables_in_code_fences_are_not_tables(copy):
