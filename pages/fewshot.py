@@ -107,7 +107,7 @@ with tab_results:
         sub = summary[summary["target"] == target].sort_values(["init", "k"])
         metric = metric_of(target, runs)
         fig = plots.fewshot_curve(sub, title=f"Few-shot {target}: test {metric} against k, per initialisation "
-                                             "(95% intervals over origins)", metric=metric)
+                                             "(95% intervals over the runs: origins x data seeds)", metric=metric)
         st.plotly_chart(fig, width="stretch", key="fs_chart")
         ui.export_buttons(fig, sub, f"fewshot_{target}", key="fs_export")
         st.dataframe(sub, hide_index=True, width="stretch",

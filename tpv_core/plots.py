@@ -293,7 +293,8 @@ def fewshot_curve(df: pd.DataFrame, title: str = "", metric: str = "score") -> g
                                  error_y=_errors(part), customdata=custom, hovertemplate=hover + "<extra></extra>"))
     ticks = sorted(set(ks))
     if not title and "target" in df.columns and df["target"].nunique() == 1:
-        title = f"Few-shot {df['target'].iloc[0]}: {metric} against k (95% intervals over origins)"
+        title = (f"Few-shot {df['target'].iloc[0]}: {metric} against k "
+                 "(95% intervals over the runs: origins x data seeds)")
     fig.update_layout(title=title, template="plotly_white", xaxis_title="k (training examples)",
                       yaxis_title=metric, legend_title="initialisation", width=760, height=480)
     if ticks:
