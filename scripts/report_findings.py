@@ -2,7 +2,6 @@
 and length checks, generated from docs/results/ and registered with ``@table`` (see report_tables.py)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -42,13 +41,17 @@ def cross_origin_minilm(root: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------ addition
-def addition_summaries(root: Path, *folders: str) -> pd.DataFrame:
-    return pd.concat([read_csv(root, f"{f}/addition_summary.csv") for f in folders], ignore_index=True)
+ADDITION_FOLDERS = (MINILM, f"{MINILM}/nli", f"{MINILM}/sets3")
+
+
+def read_csvs(root: Path, filename: str, folders) -> pd.DataFrame:
+    """One results file of the same name from several experiment folders, concatenated."""
+    return pd.concat([read_csv(root, f"{f}/{filename}") for f in folders], ignore_index=True)
 
 
 @table("addition-pairs")
 def addition_pairs(root: Path) -> str:
-    s = addition_summaries(root, MINILM, f"{MINILM}/nli")
+    s = read_csvs(root, "addition_summary.csv", ADDITION_FOLDERS[:2])
     rows = []
     for combo in dict.fromkeys(s.combo):
         tasks = combo.split("+")
@@ -75,9 +78,8 @@ def addition_sets3(root: Path) -> str:
 def addition_gain(root: Path) -> str:
     """Per task of each combination: the untuned floor, the single-task and combined scores (plain sum), the
     relative score, and the share of the learned gain that survives, for each merge method."""
-    s = addition_summaries(root, MINILM, f"{MINILM}/nli", f"{MINILM}/sets3")
-    floors = pd.concat([read_csv(root, f"{f}/addition_untuned.csv")
-                        for f in (MINILM, f"{MINILM}/nli", f"{MINILM}/sets3")], ignore_index=True)
+    s = read_csvs(root, "addition_summary.csv", ADDITION_FOLDERS)
+    floors = read_csvs(root, "addition_untuned.csv", ADDITION_FOLDERS)
     rows = []
     for combo in dict.fromkeys(s.combo):
         for task in combo.split("+"):
@@ -92,13 +94,9 @@ def addition_gain(root: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------ few-shot
-def fewshot_runs(root: Path) -> pd.DataFrame:
-    return read_csv(root, f"{FEWSHOT}/fewshot_runs.csv")
-
-
 @table("fewshot")
 def fewshot(root: Path) -> str:
-    runs = fewshot_runs(root)
+    runs = read_csv(root, f"{FEWSHOT}/fewshot_runs.csv")
     s = read_csv(root, f"{FEWSHOT}/fewshot_summary.csv")
     rows = []
     for target in dict.fromkeys(runs.target):
@@ -141,10 +139,9 @@ def cb_readout(root: Path) -> str:
 
 @table("length-imdb")
 def length_imdb(root: Path) -> str:
-    rows = []
+    rows, runs = [], read_csv(root, f"{MINILM}/length/length_runs.csv")
     for target in ("imdb", "sentences_imdb"):
         s = read_csv(root, f"{MINILM}/length/length_{target}_summary.csv")
-        runs = read_csv(root, f"{MINILM}/length/length_runs.csv")
         positive = one([c for c in s.columns if c.startswith("pred_pos") and s[c].notna().all()], f"{target}: positive")
         for r in s.itertuples():
             mine = runs[(runs.target == target) & (runs.init == r.init) & (runs.max_length == r.max_length)]
@@ -154,13 +151,17 @@ def length_imdb(root: Path) -> str:
                      "% predicted positive"], rows)
 
 
+def zoo_listing(root: Path) -> pd.DataFrame:
+    """The zoo's prompts as `tpv store list --norms --json` listed them, by backbone and task name."""
+    df = read_results(root, "norms/zoo_norms.json", key="prompts")
+    return df.assign(label=df.task.map(name)).sort_values(["backbone", "label"])
+
+
 @table("norms")
 def norms(root: Path) -> str:
     """||P0||, ||tau|| and their ratio per task, mean over the stored origins (tpv store list --norms)."""
-    with open(Path(root) / "docs" / "results" / "norms" / "zoo_norms.json", encoding="utf-8") as fh:
-        df = pd.DataFrame(json.load(fh)["prompts"])
+    df = zoo_listing(root)
     rows = []
-    df = df.assign(label=df.task.map(name)).sort_values(["backbone", "label"])
     for (backbone, task), part in df.groupby(["backbone", "task"], sort=False):
         rows.append([backbone, name(task), len(part), num(part.p0_norm.mean(), 1, 2), num(part.tau_norm.mean(), 1, 2),
                      pm(part.tau_over_p0.mean(), part.tau_over_p0.std(), 1, 2)])
@@ -170,9 +171,8 @@ def norms(root: Path) -> str:
 @table("zoo-wall-time")
 def zoo_wall_time(root: Path) -> str:
     """Minutes each stored prompt took to train (``wall_time_s`` of its metadata), per backbone and task."""
-    with open(Path(root) / "docs" / "results" / "norms" / "zoo_norms.json", encoding="utf-8") as fh:
-        df = pd.DataFrame(json.load(fh)["prompts"])
-    df = df.assign(label=df.task.map(name), minutes=df.wall_time_s / 60).sort_values(["backbone", "label"])
+    df = zoo_listing(root)
+    df = df.assign(minutes=df.wall_time_s / 60)
     rows = [[backbone, name(task), len(part), f"{part.minutes.min():.1f}-{part.minutes.max():.1f}",
              f"{part.minutes.sum():.1f}"] for (backbone, task), part in df.groupby(["backbone", "task"], sort=False)]
     rows += [[backbone, "all", len(part), f"{part.minutes.min():.1f}-{part.minutes.max():.1f}", f"{part.minutes.sum():.1f}"]

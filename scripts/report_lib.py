@@ -99,12 +99,13 @@ def read_csv(root: Path, rel: str) -> pd.DataFrame:
     return pd.read_csv(Path(root) / RESULTS / rel)
 
 
-def read_results(root: Path, *rels: str) -> pd.DataFrame:
-    """The ``results`` lists of one or more ``--json`` outputs (tpv eval / tpv probe), concatenated."""
+def read_results(root: Path, *rels: str, key: str = "results") -> pd.DataFrame:
+    """The ``key`` lists of one or more ``--json`` outputs, concatenated: ``results`` of tpv eval / tpv probe,
+    ``prompts`` of tpv store list."""
     frames = []
     for rel in rels:
         with open(Path(root) / RESULTS / rel, encoding="utf-8") as fh:
-            frames.append(pd.DataFrame(json.load(fh)["results"]))
+            frames.append(pd.DataFrame(json.load(fh)[key]))
     return pd.concat(frames, ignore_index=True)
 
 

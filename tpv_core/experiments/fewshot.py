@@ -222,9 +222,10 @@ def run_fewshot(
     tests = paired_tests(runs)
     from tpv_core import plots
 
-    fig = plots.fewshot_curve(summary[summary["target"] == tgt.name])
+    mine = summary[summary["target"] == tgt.name]
+    fig = plots.fewshot_curve(mine)
     fig.update_layout(title=f"Few-shot {tgt.name} on {backbone.name} ({metric}, {split}; 95 % intervals over "
-                            f"{summary[summary['target'] == tgt.name]['n'].max()} paired runs)")
+                            f"{mine['n'].max()} paired runs)")
     files = write_outputs(out, NAME, summary, {f"{NAME}_{tgt.name}": fig})
     if distributed.is_main():
         files.append(atomic_write_text(out / f"{NAME}_tests.csv", tests.to_csv(index=False)))

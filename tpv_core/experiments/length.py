@@ -52,10 +52,10 @@ def run_length(
     metric = score_metric(tgt)
     log = ResultsLog(out / f"{NAME}_runs.csv", ["target", "init", "seed", "max_length"])
     prepared = prepare_split(backbone, tgt, split, limit=limit)
+    kept = {m: sum(min(len(ids), m) for ids in prepared.ids) / max(len(prepared), 1) for m in sorted(set(max_lengths))}
     for seed in common:
         inits = source_inits(prompts, [s.name for s in srcs], seed, INITS)
-        for max_length in sorted(set(max_lengths)):
-            kept = sum(min(len(ids), max_length) for ids in prepared.ids) / max(len(prepared), 1)
+        for max_length, mean_tokens in kept.items():
             for init, tensor in inits.items():
                 if log.has(target=tgt.name, init=init, seed=seed, max_length=max_length):
                     continue
@@ -64,7 +64,7 @@ def run_length(
                           for c, name in enumerate(tgt.label_names)} if not tgt.regression else {}
                 log.add({"target": tgt.name, "init": init, "seed": seed, "max_length": max_length,
                          "sources": "+".join(s.name for s in srcs), "split": split, "n": ev.n,
-                         "mean_tokens": round(kept, 1), "metric": metric, "score": ev.metrics[metric],
+                         "mean_tokens": round(mean_tokens, 1), "metric": metric, "score": ev.metrics[metric],
                          **{f"m_{m}": v for m, v in ev.metrics.items()}, **shares})
                 if progress:
                     progress(f"{tgt.name} {init} origin {seed} max_length {max_length}: {metric}={ev.metrics[metric]:.4f}")

@@ -18,7 +18,8 @@ import pandas as pd
 
 from tpv_core.experiments.common import mean_ci
 
-#: The comparisons of the paper's few-shot claim: TPV against the random origin and against the better SPoT.
+#: The comparisons of the paper's few-shot claim: TPV against the random origin, the better SPoT and the
+#: multi-task prompt.
 COMPARISONS = (("tpv", "random"), ("tpv", "best_spot"), ("tpv", "multitask"))
 CELL = ["seed", "data_seed"]
 COLUMNS = ["target", "k", "a", "b", "b_init", "n", "mean_diff", "ci_low", "ci_high", "a_wins", "b_wins", "ties",
