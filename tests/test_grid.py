@@ -85,6 +85,9 @@ def test_grid_local_and_ray_store_the_same_prompts_retry_and_report(tmp_path, mo
     from tpv_core.grid import job_done
 
     assert all(job_done(local, j) is None for j in other_recipe.jobs)  # other recipe fields: not the same prompt
+    patient = parse_plan({**PLAN, "train": {**PLAN["train"], "overrides": {**PLAN["train"]["overrides"],
+                                                                             "patience": 2}}})
+    assert all(job_done(local, j) is None for j in patient.jobs)  # early stopping is a recipe field too
     clash = run_grid(other_recipe, local, idle)  # ... and not replaced without force
     assert list(clash.table["state"]) == ["failed"] * 4 and all("--force" in e for e in clash.table["error"])
     idle.close()
@@ -129,3 +132,20 @@ def test_grid_command_dry_run_lists_jobs(tmp_path, capsys):
     plan.write_text("name: x\ntrain: {backbones: [test-tiny-t5], tasks: [nosuchtask], origins: [0]}\n")
     assert main(["grid", str(plan), "--dry-run"]) == 2
     assert "nosuchtask" in capsys.readouterr().err
+
+
+def test_prompts_stored_before_a_recipe_field_existed_still_match():
+    from tpv_core.grid.driver import _same_fields
+
+    old = {"lr": 0.3, "steps": None}  # written by a library without `patience`
+    assert _same_fields(old, {"lr": 0.3, "steps": None, "patience": None})
+    assert not _same_fields(old, {"lr": 0.3, "steps": None, "patience": 3})
+    assert not _same_fields({**old, "patience": 3}, {"lr": 0.3, "steps": None, "patience": None})
+    assert not _same_fields(old, {"lr": 0.1, "steps": None, "patience": None})
+
+
+@pytest.mark.parametrize("plan", sorted((Path(__file__).parent.parent / "docs" / "plans").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_the_documented_plans_parse(plan):
+    parsed = load_plan(plan)  # task names, recipes, fields and backbones checked up front
+    assert parsed.jobs

@@ -185,7 +185,7 @@ def test_paper_recipe_dry_run_prints_the_papers_fields(capsys):
     assert out["fields"] == {
         "length": 100, "lr": 0.3, "optimizer": "adamw", "weight_decay": 1e-5, "warmup_steps": 500,
         "schedule": "linear warmup, then linear decay to 0", "batch_size": 32, "max_length": 256, "epochs": 10,
-        "eval_limit": None, "selection": "best checkpoint on the whole validation split"}
+        "eval_limit": None, "patience": None, "selection": "best checkpoint on the whole validation split"}
     assert out["data"]["source"] == "bundled" and out["data"]["rows"] == {"train": 2000, "validation": 500, "test": 1000}
     assert out["steps_per_epoch"] == 63 and out["steps"] == 630 and out["eval_every"] == 63
     assert out["validation_rows_scored"] == 500
@@ -197,6 +197,16 @@ def test_explicit_flags_override_the_recipe(capsys):
     assert out["steps"] == 40 and out["fields"]["epochs"] is None and out["fields"]["batch_size"] == 32
     demo = resolve_run("minilm-l6", get_task("sst2"), "demo").as_dict()
     assert demo["fields"]["lr"] == 0.05 and demo["steps"] == 100 and demo["fields"]["eval_limit"] == 100
+
+
+def test_patience_caps_the_paper_recipe_by_validation(capsys):
+    out = _dry_run(capsys, "--patience", "3")
+    assert out["overridden"] == ["patience"] and out["fields"]["patience"] == 3 and out["steps"] == 630
+    assert out["fields"]["selection"].endswith("stopping once 3 validations in a row bring no new best "
+                                               "(the steps are the cap)")
+    assert out["config"]["patience"] == 3
+    with pytest.raises(SystemExit):
+        _dry_run(capsys, "--patience", "0")
 
 
 def test_paper_schedule_warms_up_500_steps_then_decays_linearly():

@@ -8,7 +8,7 @@ from tpv_core.evaluation import evaluate, iter_evaluate, prepare_split
 from tpv_core.prompts import make_origin
 from tpv_core.tasks import get_task, load_split
 from tpv_core.prompts import PromptMismatchError, SoftPrompt
-from tpv_core.training import TrainConfig, check_readout, tune_prompt
+from tpv_core.training import TrainConfig, check_readout, stale_validations, tune_prompt
 
 TASK = "sentences_yelp"
 
@@ -54,6 +54,29 @@ def test_cancel_and_resume(minilm):
     assert res.cancelled and res.prompt.metadata["steps"] == 3 and seen == [1, 2, 3]
     more = tune_prompt(minilm, task, origin, small_cfg(), resume=res.prompt)
     assert more.prompt.metadata["steps"] == 8 and more.history["step"].min() == 4
+
+
+def test_patience_stops_once_validation_stops_improving(minilm):
+    task = get_task(TASK)
+    origin = make_origin(minilm, seed=0, length=4)
+    # lr 1e-12 leaves the prompt as it is (below float32 resolution): no validation beats step 0's
+    res = tune_prompt(minilm, task, origin, small_cfg(steps=20, eval_every=2, lr=1e-12, patience=2))
+    meta = res.prompt.metadata
+    assert meta["steps"] == 4 and meta["stopped_early"] and meta["best_step"] == 0
+    assert res.history["step"].max() == 4 and meta["training"]["patience"] == 2
+    assert torch.equal(res.prompt.tensor, origin.tensor)
+    full = tune_prompt(minilm, task, origin, small_cfg(steps=6, eval_every=2, lr=1e-12))
+    assert full.prompt.metadata["steps"] == 6 and not full.prompt.metadata["stopped_early"]
+    with pytest.raises(ValueError, match="patience"):
+        tune_prompt(minilm, task, origin, small_cfg(patience=0))
+
+
+def test_stale_validations_continue_from_a_checkpoints_history():
+    history = [{"step": 0, "val_accuracy": 0.5}, {"step": 1, "loss": 0.7}, {"step": 2, "val_accuracy": 0.6},
+               {"step": 4, "val_accuracy": 0.55}, {"step": 6, "val_accuracy": 0.6, "loss": 0.6}]
+    assert stale_validations(history, 2, "accuracy") == 2
+    assert stale_validations(history, 6, "accuracy") == 0
+    assert stale_validations(history, 0, "f1") == 0
 
 
 def test_k_shot_and_multitask(minilm):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: the fields a recipe sets (and a flag may override); ``length`` is the prompt length L.
 RECIPE_FIELDS = ("length", "lr", "optimizer", "weight_decay", "warmup_steps", "warmup_ratio", "batch_size",
-                 "max_length", "epochs", "steps", "eval_limit", "eval_every")
+                 "max_length", "epochs", "steps", "eval_limit", "eval_every", "patience")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Recipe:
     steps: int | None = None
     eval_limit: int | None = 100
     eval_every: int | None = None
+    patience: int | None = None  # early stopping: validations without a new best before the run stops
 
     def fields(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in RECIPE_FIELDS}
@@ -135,9 +136,11 @@ class ResolvedRun:
                 "length": self.length, "lr": c.lr, "optimizer": c.optimizer, "weight_decay": c.weight_decay,
                 "warmup_steps": warmup_steps(c), "schedule": "linear warmup, then linear decay to 0",
                 "batch_size": c.batch_size, "max_length": c.max_length, "epochs": c.epochs,
-                "eval_limit": c.eval_limit,
+                "eval_limit": c.eval_limit, "patience": c.patience,
                 "selection": ("best checkpoint on the whole validation split" if c.eval_limit is None
-                              else f"best checkpoint on {c.eval_limit} validation rows"),
+                              else f"best checkpoint on {c.eval_limit} validation rows")
+                + (f", stopping once {c.patience} validations in a row bring no new best (the steps are the cap)"
+                   if c.patience else ""),
             },
             "overridden": self.overridden,
             "data": self.data,

@@ -27,7 +27,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -72,6 +72,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     eval_every: int | None = None  # default: steps // 5
     eval_limit: int | None = 100  # validation rows scored during training (None = all)
+    patience: int | None = None  # stop after this many validations in a row without a new best (None: whole budget)
     eval_batch_size: int = 32
     max_length: int | None = 256
     group_by_length: bool = True  # batches of similar lengths (less padding; benchmarks/README.md)
@@ -104,6 +105,8 @@ class TrainConfig:
             c.eval_every = per_epoch or max(1, c.steps // 5)
         if c.optimizer not in ("adamw", "adafactor"):
             raise ValueError(f"unknown optimizer {c.optimizer!r}; adamw or adafactor")
+        if c.patience is not None and c.patience < 1:
+            raise ValueError(f"patience must be >= 1 validations (or None for the whole budget), got {c.patience}")
         if c.steps < 0 or c.batch_size < 1 or c.lr <= 0 or warmup_steps(c) < 0:
             raise ValueError(f"bad training budget: steps={c.steps} batch_size={c.batch_size} lr={c.lr} ({c})")
         return c
@@ -202,6 +205,13 @@ def task_key(tasks: "TaskSpec | Sequence[TaskSpec]") -> str:
     return "+".join(t.name for t in tasks)
 
 
+def stale_validations(history: Sequence[Mapping[str, Any]], best_step: int, metric: str) -> int:
+    """How many validations in ``history`` came after the best one (``best_step``): the early-stopping count a
+    run resumed from a checkpoint continues from."""
+    key = f"val_{metric}"
+    return sum(1 for r in history if r.get(key) is not None and r["step"] > best_step)
+
+
 def tune_prompt(
     backbone: "Backbone",
     task: "TaskSpec | Sequence[TaskSpec]",
@@ -285,6 +295,8 @@ def tune_prompt(
         best_score, best_step, best = restored.best_score, restored.best_step, restored.best.to(prompt.device)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + start_step))
     done = start_step
+    stale = stale_validations(history, best_step, metric)  # validations since the best one (early stopping)
+    stopped_early = False
 
     def draw(step: int) -> tuple[_Stream, list[int]]:
         stream = streams[step % len(streams)]  # multi-task: one task per batch, in turn
@@ -360,8 +372,12 @@ def tune_prompt(
             record[f"val_{metric}"] = val
             if val > best_score:
                 best_score, best_step, best = val, step + 1, prompt.detach().clone()
+                stale = 0
+            else:
+                stale += 1
         pending.append((record, loss_sum / n_items, val))
         done = step + 1
+        stopped_early = cfg.patience is not None and stale >= cfg.patience and done < cfg.steps
         if checkpoint is not None and rank == 0 and checkpoint.due(done, cfg.steps):
             from tpv_core.checkpoint import TrainState
 
@@ -370,6 +386,8 @@ def tune_prompt(
                                        spent_before + time.perf_counter() - t0), identity)
         if val is not None or (step + 1 - start_step) % cfg.log_every == 0:
             flush()
+        if stopped_early:  # validation stopped improving: the best prompt so far is the result
+            break
     flush()
     if best_score == -math.inf:  # no validation: the last prompt is the result
         best, best_step = prompt.detach().clone(), done
@@ -391,6 +409,7 @@ def tune_prompt(
         metrics={f"val_{metric}": best_score} if best_score != -math.inf else {},
         steps=done,
         best_step=best_step,
+        stopped_early=stopped_early,
         wall_time_s=round(spent_before + time.perf_counter() - t0, 2),
         library_version=__version__,
     )

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=positive_int, default=None)
     p.add_argument("--eval-limit", type=eval_limit_arg, default=None,
                    help="validation rows scored during training, or 'all' (default: the recipe's: demo 100, paper all)")
+    p.add_argument("--patience", type=positive_int, default=None, metavar="N",
+                   help="stop once N validations in a row bring no new best (the step budget is the cap; "
+                        "default: the whole budget)")
     add_data_args(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved configuration (recipe, fields, data source, row counts, steps) and stop, "
@@ -74,7 +77,8 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
     """The recipe fields given explicitly on the command line (None = not given)."""
     return {"length": args.length, "lr": args.lr, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
             "warmup_steps": args.warmup_steps, "batch_size": args.batch_size, "max_length": args.max_length,
-            "epochs": args.epochs, "steps": args.steps, "eval_limit": args.eval_limit, "eval_every": args.eval_every}
+            "epochs": args.epochs, "steps": args.steps, "eval_limit": args.eval_limit, "eval_every": args.eval_every,
+            "patience": args.patience}
 
 
 def cmd_dry_run(args: argparse.Namespace, tasks: list) -> int:
@@ -154,9 +158,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             bars.pop(e.index).close()
             prompt = e.result.prompt
             done.append({"task": it.task.name, "origin": it.origin.id, "path": e.path, **prompt.metrics,
-                         "steps": prompt.metadata["steps"], "wall_time_s": prompt.metadata["wall_time_s"]})
+                         "steps": prompt.metadata["steps"],
+                         "stopped_early": bool(prompt.metadata.get("stopped_early")), "wall_time_s": prompt.metadata["wall_time_s"]})
             if not args.json:
-                print(f"saved {e.path}  best step {e.result.best_step}  {prompt.metrics}")
+                stop = (f"  stopped at step {prompt.metadata['steps']}: no new best in {cfg.patience} validations"
+                        if prompt.metadata.get("stopped_early") else "")
+                print(f"saved {e.path}  best step {e.result.best_step}  {prompt.metrics}{stop}")
 
     train_into_store(backbone, store, plan, cfg, metadata={"command": "tpv " + " ".join(sys.argv[1:])},
                      on_event=on_event, checkpoint_every=args.checkpoint_every, resume_checkpoints=args.resume)

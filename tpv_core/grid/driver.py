@@ -75,11 +75,17 @@ def find_stored(store: PromptStore, backbone: str, task: str, kind: str, seed: i
             name = stored.get("name") or (meta.get("training") or {}).get("recipe") or "demo"
             if name != recipe:
                 continue
-            if fields is not None and stored.get("fields") is not None and \
-                    json.loads(json.dumps(stored["fields"])) != fields:
+            if fields is not None and stored.get("fields") is not None and not _same_fields(stored["fields"], fields):
                 continue
         return path
     return None
+
+
+def _same_fields(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """A stored prompt's recipe fields against a job's: a field the prompt's library did not know yet (absent from
+    its metadata) matches when the job leaves it unset (None)."""
+    stored = json.loads(json.dumps(stored))
+    return stored == {k: v for k, v in wanted.items() if k in stored or v is not None}
 
 
 def job_done(store: PromptStore, job: Job) -> Path | None:
