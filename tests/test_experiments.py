@@ -210,3 +210,51 @@ def test_cli_negation_and_addition_methods(tiny_store, tmp_path, capsys):
                  "--grid", "1.0", "--val-limit", "8"]) == 0
     assert set(pd.read_csv(tmp_path / "add" / "addition_runs.csv")["method"]) == {"dare"}
     assert "wrote" in capsys.readouterr().out
+
+
+def test_a_store_with_two_prompt_lengths_is_read_one_length_at_a_time(minilm, tiny_store, tmp_path, capsys):
+    """The demo prompts beside paper-recipe ones (another L from the same seeds): every experiment reads one
+    length, the family default or --length, and never adds a vector to an origin of another length."""
+    import shutil
+
+    from tpv_core.cli import main
+    from tpv_core.experiments.common import choose_length, task_prompts
+    from tpv_core.prompts import make_origin
+    from tpv_core.store import PromptStore
+    from tpv_core.tasks import get_task
+    from tpv_core.training import tune_prompt
+
+    store = PromptStore(shutil.copytree(tiny_store.root, tmp_path / "store"))
+    for name in TASKS:
+        for seed in (0, 1):
+            store.save(tune_prompt(minilm, get_task(name), make_origin(minilm, seed=seed, length=6),
+                                   TrainConfig(steps=1, batch_size=4, eval_every=None)).prompt)
+    specs = [get_task(t) for t in TASKS]
+    with pytest.warns(UserWarning, match="lengths L = 4, 6; reading the L = 4 ones"):
+        assert choose_length(store, minilm, specs) == 4  # the family default (20) is not stored: the shortest
+    assert choose_length(store, minilm, specs, 6) == 6
+    assert choose_length(store, minilm, specs[:1], seeds=[5]) is None
+    with pytest.raises(FileNotFoundError, match=r"L = 9"):
+        task_prompts(store, minilm, specs, None, "addition for", length=9)
+
+    res = run_cross_origin(minilm, store, TASKS, tmp_path / "xo", limit=8, length=6)
+    assert len(res.runs) == 2 * 2 * 3
+    assert res.runs["init_origin"].str.endswith("-L6").all() and res.runs["vector_origin"].isin(
+        ["none", "vocab5000-s0-L6", "vocab5000-s1-L6"]).all()
+
+    cfg = TrainConfig(steps=1, batch_size=4, eval_every=None)
+    with pytest.warns(UserWarning, match="reading the L = 4 ones"):
+        run_fewshot(minilm, store, "sentences_amazon", TASKS, tmp_path / "fs", ks=[0], inits=["random"], config=cfg,
+                    limit=8)
+    with pytest.raises(ValueError, match="another --out"):  # the log is keyed by seed: L = 6 runs would pass for these
+        run_fewshot(minilm, store, "sentences_amazon", TASKS, tmp_path / "fs", ks=[0], inits=["random"], config=cfg,
+                    limit=8, length=6)
+
+    common = ["combine", "--backbone", "minilm-l6", "--store", str(store.root), "--vector", *TASKS, "--limit", "8"]
+    assert main([*common, "--length", "6", "--json"]) == 0
+    assert "vocab5000-s0-L6" in capsys.readouterr().out
+    assert main(common) == 0
+    assert "note: the stored prompts of sentences_yelp, sentences_imdb on minilm-l6 come in lengths L = 4, 6" in \
+        capsys.readouterr().err
+    assert main([*common, "--length", "9"]) == 2
+    assert "with L = 9" in capsys.readouterr().err

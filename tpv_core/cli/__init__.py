@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import os
 import sys
+import warnings
 from typing import Sequence
 
 GROUPS = ("store", "models", "tasks", "train", "evaluate", "probe", "analysis", "combine", "experiment", "grid")
@@ -37,9 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _notes_from_the_library(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings the workbench raises for the user (a choice it made, a file it skipped) print as one
+    ``note:`` line; everyone else's keep Python's format (file, line, source)."""
+    if category is UserWarning and os.path.abspath(filename).startswith(_PACKAGE):
+        print(f"note: {message}", file=file or sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _notes_from_the_library
     try:
         from tpv_core.cli.common import resolve_store
 
@@ -55,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"tpv: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
     return int(result or 0)
 
 

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one weight per vector (default 1 each)")
     p.add_argument("--method", default="sum", help="sum | ties | dare")
     p.add_argument("--origin", type=int, default=0, help="seed of the origin P0 the sum is applied to")
+    p.add_argument("--length", type=positive_int, default=None, metavar="L",
+                   help="combine the stored prompts of L soft tokens (default: the one length stored, else the "
+                        "family's default L, with a note)")
     p.add_argument("--eval", nargs="*", default=None, metavar="TASK", help="tasks to evaluate on (default: the vectors' tasks)")
     p.add_argument("--split", default="validation", choices=["validation", "test"])
     p.add_argument("--limit", type=positive_int, default=None)
@@ -54,9 +57,9 @@ def cmd_combine(args: argparse.Namespace) -> int:
     if len(weights) != len(args.vector):
         raise ValueError(f"{len(weights)} weights for {len(args.vector)} vectors")
     bb = load_backbone_for_cli(args)
-    prompts = resolve_vectors(store, bb, args.vector, args.origin, args.store)
+    prompts = resolve_vectors(store, bb, args.vector, args.origin, args.store, args.length)
     first = get_task(prompts[0].task, args.store)
-    origin_prompts = stored_prompts(store, bb, first, [args.origin])
+    origin_prompts = stored_prompts(store, bb, first, [args.origin], prompts[0].length)
     if args.origin not in origin_prompts:
         raise FileNotFoundError(f"origin seed {args.origin} not found among stored {first.name} prompts")
     origin = origin_prompts[args.origin].origin

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_backbone_args(q)
         add_store_arg(q)
         q.add_argument("--origin", nargs="*", default=None, help="origin seeds (default: every stored one)")
+        q.add_argument("--length", type=positive_int, default=None, metavar="L",
+                       help="read the stored prompts of L soft tokens (default: the one length stored, else the "
+                            "family's default L, with a note)")
         q.add_argument("--split", default="test", choices=["validation", "test"])
         q.add_argument("--limit", type=positive_int, default=None, help="score the first N (shuffled) rows of the split")
         q.add_argument("--batch-size", type=positive_int, default=32)
@@ -115,7 +118,7 @@ def cmd_cross_origin(args: argparse.Namespace) -> int:
 
     bb = load_backbone_for_cli(args)
     res = run_cross_origin(bb, PromptStore(args.store), _bound(args, args.tasks), args.out,
-                           seeds=parse_seeds(args.origin) or None,
+                           seeds=parse_seeds(args.origin) or None, length=args.length,
                            split=args.split, limit=args.limit, batch_size=args.batch_size, progress=_say)
     return _report(res)
 
@@ -125,7 +128,7 @@ def cmd_addition(args: argparse.Namespace) -> int:
 
     bb = load_backbone_for_cli(args)
     res = run_addition(bb, PromptStore(args.store), _bound(args, args.tasks), args.out,
-                       seeds=parse_seeds(args.origin) or None,
+                       seeds=parse_seeds(args.origin) or None, length=args.length,
                        set_size=args.set_size, methods=args.methods, grid=args.grid or DEFAULT_GRID,
                        split=args.split, val_limit=args.val_limit, limit=args.limit, batch_size=args.batch_size,
                        progress=_say)
@@ -138,7 +141,7 @@ def cmd_length(args: argparse.Namespace) -> int:
     bb = load_backbone_for_cli(args)
     target, *sources = _bound(args, [args.target, *args.sources])
     res = run_length(bb, PromptStore(args.store), target, sources, args.out, max_lengths=args.max_lengths,
-                     seeds=parse_seeds(args.origin) or None, split=args.split, limit=args.limit,
+                     seeds=parse_seeds(args.origin) or None, length=args.length, split=args.split, limit=args.limit,
                      batch_size=args.batch_size, progress=_say)
     return _report(res)
 
@@ -148,7 +151,7 @@ def cmd_negation(args: argparse.Namespace) -> int:
 
     bb = load_backbone_for_cli(args)
     res = run_negation(bb, PromptStore(args.store), _bound(args, args.tasks), args.out,
-                       seeds=parse_seeds(args.origin) or None,
+                       seeds=parse_seeds(args.origin) or None, length=args.length,
                        coef=args.coef, split=args.split, limit=args.limit, batch_size=args.batch_size, progress=_say)
     return _report(res)
 
@@ -158,7 +161,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from tpv_core.workflows.fewshot import FewshotRequest, run_fewshot_request
 
     req = FewshotRequest(target=args.target, sources=args.sources, out=args.out, store_root=args.store,
-                         ks=args.k or DEFAULT_KS, seeds=parse_seeds(args.origin) or None,
+                         ks=args.k or DEFAULT_KS, seeds=parse_seeds(args.origin) or None, length=args.length,
                          data_seeds=parse_seeds(args.data_seeds, "--data-seeds") or None, inits=args.inits or INITS,
                          steps=args.steps, lr=args.lr, train_batch_size=args.batch_size_train,
                          eval_limit=args.eval_limit or (200 if args.recipe == "demo" else "all"), split=args.split,

@@ -49,6 +49,7 @@ def run_addition(
     out_dir: str | Path,
     *,
     seeds: Sequence[int] | None = None,
+    length: int | None = None,
     set_size: int = 2,
     methods: Sequence[str] = ("sum",),
     grid: Sequence[float] = DEFAULT_GRID,
@@ -66,7 +67,7 @@ def run_addition(
     for m in methods:
         get_method(m)  # an unknown name fails before any evaluation
     log = ResultsLog(out / f"{NAME}_runs.csv", ["method", "combo", "seed", "task"])
-    prompts = task_prompts(store, backbone, specs, seeds, "addition for")
+    prompts = task_prompts(store, backbone, specs, seeds, "addition for", length)
     val = {t.name: prepare_split(backbone, t, "validation", limit=val_limit) for t in specs}
     test = {t.name: prepare_split(backbone, t, split, limit=limit) for t in specs}
     single: dict[tuple[str, int], float] = {}

@@ -94,13 +94,43 @@ def summarize(df: pd.DataFrame, by: Sequence[str], value: str, also_mean: Sequen
     return pd.DataFrame(out)
 
 
+def choose_length(store: PromptStore, backbone: "Backbone", specs: Sequence["TaskSpec"],
+                  length: int | None = None, seeds: Sequence[int] | None = None) -> int | None:
+    """The prompt length L an experiment reads (an origin is a seed *and* a length, and prompts of different
+    lengths do not add up): ``length`` when given; else the one length the tasks' stored prompts have; where
+    the store holds several (the demo prompts beside paper-recipe ones), the backbone family's default L
+    when stored, else the shortest, with a warning that names them and ``--length``. None: nothing stored."""
+    if length is not None:
+        return int(length)
+    lengths: set[int] = set()
+    for t in specs:
+        df = store.index(backbone=backbone.name, task=t.name)
+        if seeds is not None:
+            df = df[df["seed"].isin(list(seeds))]
+        lengths.update(int(x) for x in df["length"])
+    if len(lengths) <= 1:
+        return next(iter(lengths), None)
+    from tpv_core.training import default_length
+
+    pick = default_length(backbone) if default_length(backbone) in lengths else min(lengths)
+    warnings.warn(f"the stored prompts of {', '.join(t.name for t in specs)} on {backbone.name} come in lengths "
+                  f"L = {', '.join(map(str, sorted(lengths)))}; reading the L = {pick} ones (--length chooses)",
+                  stacklevel=2)
+    return pick
+
+
 def stored_prompts(store: PromptStore, backbone: "Backbone", task: "TaskSpec",
-                   seeds: Sequence[int] | None) -> dict[int, SoftPrompt]:
-    """The stored prompts of one task by origin seed (first origin kind found per seed), each checked to
-    have been tuned under the readout ``backbone`` uses for ``task`` (`check_readout`)."""
+                   seeds: Sequence[int] | None, length: int | None = None) -> dict[int, SoftPrompt]:
+    """The stored prompts of one task by origin seed (first origin kind found per seed; only prompts of
+    ``length`` soft tokens when given, else `choose_length`'s), each checked to have been tuned under the
+    readout ``backbone`` uses for ``task`` (`check_readout`)."""
+    if length is None:
+        length = choose_length(store, backbone, [task], seeds=seeds)
     df = store.index(backbone=backbone.name, task=task.name)
     if seeds is not None:
         df = df[df["seed"].isin(list(seeds))]
+    if length is not None:
+        df = df[df["length"] == length]
     out: dict[int, SoftPrompt] = {}
     for seed, path in zip(df["seed"], df["path"]):
         if int(seed) not in out:
@@ -114,12 +144,14 @@ def stored_prompts(store: PromptStore, backbone: "Backbone", task: "TaskSpec",
 
 
 def task_prompts(store: PromptStore, backbone: "Backbone", specs: Sequence["TaskSpec"], seeds: Sequence[int] | None,
-                 what: str) -> dict[str, dict[int, SoftPrompt]]:
-    """The stored prompts of several tasks (task name -> origin seed -> prompt); a clear error for a task
-    without any (``what`` names the experiment in it)."""
-    prompts = {t.name: stored_prompts(store, backbone, t, seeds) for t in specs}
+                 what: str, length: int | None = None) -> dict[str, dict[int, SoftPrompt]]:
+    """The stored prompts of several tasks (task name -> origin seed -> prompt), all of one length
+    (`choose_length`); a clear error for a task without any (``what`` names the experiment in it)."""
+    length = choose_length(store, backbone, specs, length, seeds)
+    prompts = {t.name: stored_prompts(store, backbone, t, seeds, length) for t in specs}
     for t in specs:
-        require(prompts[t.name], f"{what} {t.name}", store, backbone.name)
+        require(prompts[t.name], f"{what} {t.name}" + (f" (L = {length})" if length is not None else ""),
+                store, backbone.name)
     return prompts
 
 

@@ -18,6 +18,7 @@ from tpv_core.experiments.common import (
     ExperimentResult,
     ProgressFn,
     ResultsLog,
+    choose_length,
     require,
     stored_prompts,
     summarize,
@@ -39,6 +40,7 @@ def run_cross_origin(
     out_dir: str | Path,
     *,
     seeds: Sequence[int] | None = None,
+    length: int | None = None,
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 32,
@@ -46,9 +48,10 @@ def run_cross_origin(
 ) -> ExperimentResult:
     out = Path(out_dir)
     log = ResultsLog(out / f"{NAME}_runs.csv", ["task", "init_origin", "vector_origin"])
-    for name in tasks:
-        task = get_task(name, store.root)
-        prompts = stored_prompts(store, backbone, task, seeds)
+    specs = [get_task(name, store.root) for name in tasks]
+    length = choose_length(store, backbone, specs, length, seeds)  # one L for every task
+    for task in specs:
+        prompts = stored_prompts(store, backbone, task, seeds, length)
         require(prompts, f"cross-origin for {task.name}", store, backbone.name, need=2)
         prepared = None
         for s1, p1 in prompts.items():

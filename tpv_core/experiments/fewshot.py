@@ -107,6 +107,7 @@ def run_fewshot(
     *,
     ks: Sequence[int] = DEFAULT_KS,
     seeds: Sequence[int] | None = None,
+    length: int | None = None,
     data_seeds: Sequence[int] | None = None,
     inits: Sequence[str] = INITS,
     config: TrainConfig | None = None,
@@ -153,13 +154,19 @@ def run_fewshot(
                 asked = [a for a in ks if min(int(a), n_train) == k]
                 raise ValueError(f"k={asked[0]}" + (f" (capped to the {n_train} training rows)" if asked[0] != k else "")
                                  + f" cannot be drawn from {tgt.name}: {exc}; choose a smaller k") from None
-    src_prompts = task_prompts(store, backbone, srcs, seeds, "few-shot source")
+    src_prompts = task_prompts(store, backbone, srcs, seeds, "few-shot source", length)
     common = sorted(set.intersection(*(set(p) for p in src_prompts.values())))
     if not common:
         raise FileNotFoundError(f"the sources {', '.join(s.name for s in srcs)} share no origin seed on {backbone.name}")
     metric = score_metric(tgt)
     log = ResultsLog(out / f"{NAME}_runs.csv", ["target", "k", "init", "seed", "data_seed"],
                      fill={"data_seed": lambda r: r["seed"]})  # logs before data seeds: the origin's seed
+    origin_ids = {seed: src_prompts[srcs[0].name][seed].origin.id for seed in common}
+    other = sorted({str(r.get("origin")) for r in log.rows if r.get("target") == tgt.name and r.get("seed") in origin_ids
+                    and r.get("origin") and str(r.get("origin")) != origin_ids[r["seed"]]})
+    if other:  # the log is keyed by origin seed: runs from other origins (another L) would pass for these ones
+        raise ValueError(f"{log.path} holds {tgt.name} runs from origins {', '.join(other)}, not "
+                         f"{', '.join(origin_ids.values())}; write these runs to another --out folder")
     test = prepare_split(backbone, tgt, split, limit=limit)
     val = prepare_split(backbone, tgt, "validation", limit=cfg.eval_limit)
     multi_name = task_key(srcs)

@@ -37,6 +37,7 @@ def run_length(
     *,
     max_lengths: Sequence[int] = (32, 64, 128, 512),
     seeds: Sequence[int] | None = None,
+    length: int | None = None,
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 32,
@@ -47,7 +48,7 @@ def run_length(
     out = Path(out_dir)
     tgt = get_task(target, store.root)
     srcs = [get_task(s, store.root) for s in sources]
-    prompts = task_prompts(store, backbone, srcs, seeds, "length transfer source")
+    prompts = task_prompts(store, backbone, srcs, seeds, "length transfer source", length)
     common = sorted(set.intersection(*(set(p) for p in prompts.values())))
     metric = score_metric(tgt)
     log = ResultsLog(out / f"{NAME}_runs.csv", ["target", "init", "seed", "max_length"])

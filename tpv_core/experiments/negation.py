@@ -44,6 +44,7 @@ def run_negation(
     out_dir: str | Path,
     *,
     seeds: Sequence[int] | None = None,
+    length: int | None = None,
     coef: float = 1.0,
     split: str = "test",
     limit: int | None = None,
@@ -57,7 +58,7 @@ def run_negation(
     if len(specs) < 2:
         raise ValueError("negation needs at least two tasks (one negated, one control)")
     log = ResultsLog(out / f"{NAME}_runs.csv", ["seed", "negated", "task"])
-    prompts = task_prompts(store, backbone, specs, seeds, "negation for")
+    prompts = task_prompts(store, backbone, specs, seeds, "negation for", length)
     data = {t.name: prepare_split(backbone, t, split, limit=limit) for t in specs}
     cache: dict[tuple[str, str, int], float] = {}
 

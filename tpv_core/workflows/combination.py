@@ -172,12 +172,15 @@ def read_combination(prompt: SoftPrompt) -> dict[str, Any] | None:
 
 
 def resolve_vectors(store: PromptStore, backbone: "Backbone", refs: Sequence[str], default_seed: int,
-                    root: str | None = None) -> list[SoftPrompt]:
-    """Stored prompts named ``TASK[:SEED]`` (seed default ``default_seed``), each checked against the
-    backbone's readout; a clear error for one the store does not hold."""
-    from tpv_core.experiments.common import stored_prompts
+                    root: str | None = None, length: int | None = None) -> list[SoftPrompt]:
+    """Stored prompts named ``TASK[:SEED]`` (seed default ``default_seed``), all of one prompt length
+    (``length``, else `choose_length`'s over the named tasks), each checked against the backbone's readout;
+    a clear error for one the store does not hold."""
+    from tpv_core.experiments.common import choose_length, stored_prompts
     from tpv_core.tasks import get_task
 
+    tasks = [get_task(str(ref).partition(":")[0], root or str(store.root)) for ref in refs]
+    length = choose_length(store, backbone, tasks, length)
     out = []
     for ref in refs:
         name, _, seed = str(ref).partition(":")
@@ -186,9 +189,10 @@ def resolve_vectors(store: PromptStore, backbone: "Backbone", refs: Sequence[str
         except ValueError:
             raise ValueError(f"bad vector {ref!r}: the origin seed after ':' must be an integer") from None
         task = get_task(name, root or str(store.root))
-        found = stored_prompts(store, backbone, task, [seed_i])
+        found = stored_prompts(store, backbone, task, [seed_i], length)
         if seed_i not in found:
-            raise FileNotFoundError(f"no stored {task.name} prompt from origin seed {seed_i} for {backbone.name} "
-                                    f"in {store.root}")
+            raise FileNotFoundError(f"no stored {task.name} prompt from origin seed {seed_i}"
+                                    + (f" with L = {length}" if length is not None else "")
+                                    + f" for {backbone.name} in {store.root}")
         out.append(found[seed_i])
     return out

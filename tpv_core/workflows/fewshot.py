@@ -30,6 +30,7 @@ class FewshotRequest:
     store_root: str
     ks: tuple[int, ...] = DEFAULT_KS
     seeds: tuple[int, ...] | None = None  # None: every origin seed the sources share
+    length: int | None = None  # the prompt length L of the source prompts (None: `choose_length`)
     data_seeds: tuple[int, ...] | None = None  # None: each origin's seed draws its k rows (one cell per origin)
     inits: tuple[str, ...] = INITS
     steps: int | None = None
@@ -103,4 +104,4 @@ def run_fewshot_request(backbone: "Backbone", request: FewshotRequest, *,
                        data_seeds=list(request.data_seeds) if request.data_seeds else None,
                        inits=list(request.inits), config=request.config(), split=request.split,
                        limit=request.limit, batch_size=request.batch_size, progress=progress, on_run=runs,
-                       strict_ks=request.strict_ks)
+                       strict_ks=request.strict_ks, length=request.length)
