@@ -30,7 +30,7 @@ import torch
 
 from benchmarks.bench_train import answer_length, make_case, mfu, raw, run_ours
 from benchmarks.common import flop_model, interleave, median, now, peak, sync, task_batches
-from tpv_core.backbones import Backbone, LabelSet, load_backbone
+from tpv_core.backbones import Backbone, LabelSet, attention, load_backbone
 
 
 def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -80,7 +80,7 @@ def bench_ablation(bbs: dict[str, Backbone], *, task_name: str, steps: int, roun
     results: dict[str, Any] = {}
     for name, cur in bbs.items():
         attn = str(getattr(cur.model.config, "_attn_implementation", None))
-        other = "sdpa" if attn == "eager" else "eager"
+        other = "sdpa" if attn in ("eager", attention.NAME) else "eager"
         alt = load_backbone(name, device=device)
         alt.model.set_attn_implementation(other)
         backbones = {"current": cur, other: alt}

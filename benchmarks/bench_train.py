@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import FlopModel, flop_model, interleave, median, median_dict, now, peak, sync
-from tpv_core.backbones import Backbone
+from tpv_core.backbones import Backbone, attention
 from tpv_core.prompts import Origin, make_origin
 from tpv_core.tasks import TaskSpec, get_task, load_split
 from tpv_core.training import TrainConfig, tune_prompt
@@ -313,7 +313,7 @@ def bench_train(bbs: dict[str, Backbone], *, task_name: str, steps: int, rounds:
         answer_len = answer_length(bb, case.task)
         fm = flop_model(bb.model)
         peft = {"peft-default": (_peft_model(case), False), "peft-best": (_peft_model(case), True)}
-        if peft_eager and attn == "eager":
+        if peft_eager and attn in ("eager", attention.NAME):
             peft["peft-best-eager"] = (_peft_model(case, attn="eager"), True)
         if warm:  # untimed: first-call costs
             short = dataclasses.replace(case, steps=min(steps, 2))

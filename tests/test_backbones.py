@@ -249,6 +249,38 @@ def test_bf16_autocast_keeps_fp32_outputs(tiny_llama):
     assert prompt.grad.dtype == torch.float32 and torch.isfinite(prompt.grad).all()
 
 
+@pytest.mark.parametrize("name", ["minilm-l6", "test-tiny-llama"])
+def test_cpu_bf16_attention_eager_for_training_and_short_inputs_sdpa_for_long_ones(name, monkeypatch):
+    from transformers.integrations import sdpa_attention
+
+    from tpv_core.backbones import attention
+
+    ships = load_backbone(name, device="cpu", precision="bf16")
+    assert ships.model.config._attn_implementation == attention.NAME
+    eager = load_backbone(name, device="cpu", precision="bf16")
+    eager.model.set_attn_implementation("eager")
+    calls = []
+    real = sdpa_attention.sdpa_attention_forward
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    prompt = _prompt(ships, L=4)
+    short = ships.batch(TEXTS)
+    long = ships.batch(["word " * 300, "a short one", "word " * 200], max_length=attention.LONG_KEYS + 40)
+    assert short.input_ids.shape[1] + 4 < attention.LONG_KEYS <= long.input_ids.shape[1] + 4
+    with torch.no_grad():
+        assert torch.equal(ships.features(short, prompt), eager.features(short, prompt)) and not calls
+        got, want = ships.features(long, prompt), eager.features(long, prompt)
+    assert len(calls) == ships.model.config.num_hidden_layers  # every layer took SDPA's fused forward
+    scale = want.abs().max()
+    torch.testing.assert_close(got / scale, want / scale, atol=0.02, rtol=0)  # bf16: the same up to rounding
+    calls.clear()
+    grads = []
+    for bb in (ships, eager):  # a training step at the same length: the eager kernel, bit for bit
+        p = prompt.clone().requires_grad_(True)
+        bb.features(long, p).float().pow(2).mean().backward()
+        grads.append(p.grad)
+    assert not calls and torch.equal(*grads)
+
+
 def test_threads_share_a_backbone(tiny_llama):
     prompts = [_prompt(tiny_llama, L=2, seed=s) for s in range(4)]
     batch = tiny_llama.batch(TEXTS)

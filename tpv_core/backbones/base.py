@@ -20,6 +20,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
+from tpv_core.backbones import attention
 from tpv_core.backbones.head import fp32_linear
 from tpv_core.device import autocast
 from tpv_core.tasks.spec import LabelSet, TaskSpec
@@ -51,21 +52,6 @@ class InputBatch:
             return [list(r) for r in self.host_rows]
         ids = self.input_ids.tolist()
         return [r[:n] for r, n in zip(ids, self.lengths.tolist())]
-
-
-def _prefer_eager_attention(model: torch.nn.Module) -> None:
-    """On CPU under bf16 autocast, plain matmul + softmax attention instead of SDPA.
-
-    The bf16 backward of PyTorch's CPU flash-attention kernel is slow at prompt-tuning lengths (a quarter
-    of a SmolLM2 step; benchmarks/README.md, "Prototypes": eager is 1.31x faster per training step on
-    SmolLM2 and 1.48x on MiniLM, with the same predictions). Models without the switch keep theirs."""
-    setter = getattr(model, "set_attn_implementation", None)
-    if setter is None or getattr(model.config, "_attn_implementation", None) == "eager":
-        return
-    try:
-        setter("eager")
-    except (ValueError, NotImplementedError):  # pragma: no cover - an architecture without eager attention
-        pass
 
 
 @contextlib.contextmanager
@@ -111,7 +97,7 @@ class Backbone(abc.ABC):
         # prompt and its optimizer state stay fp32 whatever this is
         self.weight_dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
         if self.device.type == "cpu" and compute_dtype == torch.bfloat16:
-            _prefer_eager_attention(self.model)
+            attention.use_for(self.model)  # eager for training steps, SDPA for long inputs without gradients
         emb = self.model.get_input_embeddings()
         self.vocab_size = int(emb.weight.shape[0])
         self.dim = int(emb.weight.shape[1])
@@ -353,9 +339,9 @@ class Backbone(abc.ABC):
 
     def attention_mask_4d(self, allowed: torch.Tensor) -> torch.Tensor:
         """A boolean (B, 1, Q, K) "may attend" mask in the form the model's attention takes as given: bool for
-        SDPA / flex attention, additive float for eager. Hugging Face returns a 4-D mask as it is, where from a
-        2-D one it first reads the padding back to the host to see whether it can skip the mask (a device sync
-        per forward pass), so the families pass 4-D masks on accelerators."""
+        SDPA / flex attention, additive float for eager and `attention.NAME`. Hugging Face returns a 4-D mask
+        as it is, where from a 2-D one it first reads the padding back to the host to see whether it can skip
+        the mask (a device sync per forward pass), so the families pass 4-D masks on accelerators."""
         if getattr(self.model.config, "_attn_implementation", "sdpa") in ("sdpa", "flex_attention"):
             return allowed
         return torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device).masked_fill(
