@@ -5,9 +5,11 @@ round.
 
   python -m benchmarks.bench_attention                 # MiniLM: IMDB and SST-2 evaluation, IMDB training steps
   python -m benchmarks.bench_attention --rows 32 --rounds 2 --models minilm-l6 smollm2-135m
+  python -m benchmarks.bench_attention --tasks ag_news yelp_polarity --rows 200 --rounds 1   # scores vs eager
 
-Per model: evaluation (`tpv_core.evaluation.evaluate`, batches of 32) of the first ``--rows`` IMDB test rows
-(reviews up to 512 tokens) and SST-2 test rows (one sentence), and prompt-tuning steps (B = 8) on IMDB
+Per model: evaluation (`tpv_core.evaluation.evaluate`, batches of 32) of the first ``--rows`` test rows of
+each of ``--tasks`` (default IMDB, reviews up to 512 tokens, and SST-2, one sentence), with whether the
+scores equal eager's and SDPA's, and prompt-tuning steps (B = 8) on IMDB
 training rows (up to 256 tokens, the training default), each from the same L = 20 origin. Prints medians
 and same-round ratios, with the CPU and whether it has native bf16: on a CPU without it `auto` runs fp32
 and keeps SDPA, so "ships" is SDPA there and the eager row is a prototype.
@@ -50,7 +52,8 @@ def eval_fn(bb, task_name: str, rows: int) -> Callable[[], dict[str, Any]]:
     return run
 
 
-def bench(models: list[str], rows: int, rounds: int, steps: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+def bench(models: list[str], rows: int, rounds: int, steps: int, tasks: tuple[str, ...] = ("imdb", "sst2"),
+          log: Callable[[str], None] = print) -> dict[str, Any]:
     out: dict[str, Any] = {"machine": machine_info(), "rows": rows, "rounds": rounds, "steps": steps, "models": {}}
     log(f"CPU {out['machine']['cpu']}, native bf16: {out['machine']['avx512_bf16'] or out['machine']['amx_bf16']}")
     for model in models:
@@ -58,9 +61,10 @@ def bench(models: list[str], rows: int, rounds: int, steps: int, log: Callable[[
         impl = {k: str(bb.model.config._attn_implementation) for k, bb in bbs.items()}
         log(f"{model}: precision {bbs['ships'].compute_dtype}, attention {impl}")
         res: dict[str, Any] = {"attention": impl, "precision": str(bbs["ships"].compute_dtype)}
-        for case, make in (("eval imdb", lambda bb: eval_fn(bb, "imdb", rows)),
-                           ("eval sst2", lambda bb: eval_fn(bb, "sst2", rows)),
-                           ("train imdb", lambda bb: _train(bb, steps))):
+        cases = [(f"eval {t}", lambda bb, t=t: eval_fn(bb, t, rows)) for t in tasks]
+        if steps:
+            cases.append(("train imdb", lambda bb: _train(bb, steps)))
+        for case, make in cases:
             fns = {k: make(bb) for k, bb in bbs.items()}
             for fn in fns.values():  # untimed: first-call costs (label embeddings, allocator)
                 fn()
@@ -91,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=["minilm-l6"])
     ap.add_argument("--rows", type=int, default=64, help="test rows evaluated per task")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=4, help="training steps per round")
+    ap.add_argument("--steps", type=int, default=4, help="training steps per round (0: no training case)")
+    ap.add_argument("--tasks", nargs="+", default=["imdb", "sst2"], help="tasks whose test rows are evaluated")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
-    res = bench(args.models, args.rows, args.rounds, args.steps)
+    res = bench(args.models, args.rows, args.rounds, args.steps, tuple(args.tasks))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
