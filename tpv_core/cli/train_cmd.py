@@ -158,8 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             bars.pop(e.index).close()
             prompt = e.result.prompt
             done.append({"task": it.task.name, "origin": it.origin.id, "path": e.path, **prompt.metrics,
-                         "steps": prompt.metadata["steps"],
-                         "stopped_early": bool(prompt.metadata.get("stopped_early")), "wall_time_s": prompt.metadata["wall_time_s"]})
+                         "steps": prompt.metadata["steps"], "stopped_early": bool(prompt.metadata.get("stopped_early")),
+                         "wall_time_s": prompt.metadata["wall_time_s"]})
             if not args.json:
                 stop = (f"  stopped at step {prompt.metadata['steps']}: no new best in {cfg.patience} validations"
                         if prompt.metadata.get("stopped_early") else "")

@@ -102,20 +102,25 @@ def choose_length(store: PromptStore, backbone: "Backbone", specs: Sequence["Tas
     when stored, else the shortest, with a warning that names them and ``--length``. None: nothing stored."""
     if length is not None:
         return int(length)
-    lengths: set[int] = set()
-    for t in specs:
-        df = store.index(backbone=backbone.name, task=t.name)
-        if seeds is not None:
-            df = df[df["seed"].isin(list(seeds))]
-        lengths.update(int(x) for x in df["length"])
+    names = [t.name for t in specs]
+    df = store.index(backbone=backbone.name)  # one pass over the store's headers for every task
+    df = df[df["task"].isin(names)]
+    if seeds is not None:
+        df = df[df["seed"].isin(list(seeds))]
+    return _pick_length(df, backbone, names)
+
+
+def _pick_length(df: pd.DataFrame, backbone: "Backbone", names: Sequence[str]) -> int | None:
+    """`choose_length`'s rule on index rows ``df`` of the tasks ``names``."""
+    lengths = sorted({int(x) for x in df["length"]})
     if len(lengths) <= 1:
         return next(iter(lengths), None)
     from tpv_core.training import default_length
 
-    pick = default_length(backbone) if default_length(backbone) in lengths else min(lengths)
-    warnings.warn(f"the stored prompts of {', '.join(t.name for t in specs)} on {backbone.name} come in lengths "
-                  f"L = {', '.join(map(str, sorted(lengths)))}; reading the L = {pick} ones (--length chooses)",
-                  stacklevel=2)
+    pick = default_length(backbone) if default_length(backbone) in lengths else lengths[0]
+    warnings.warn(f"the stored prompts of {', '.join(names)} on {backbone.name} come in lengths "
+                  f"L = {', '.join(map(str, lengths))}; reading the L = {pick} ones (--length chooses)",
+                  stacklevel=3)
     return pick
 
 
@@ -124,11 +129,11 @@ def stored_prompts(store: PromptStore, backbone: "Backbone", task: "TaskSpec",
     """The stored prompts of one task by origin seed (first origin kind found per seed; only prompts of
     ``length`` soft tokens when given, else `choose_length`'s), each checked to have been tuned under the
     readout ``backbone`` uses for ``task`` (`check_readout`)."""
-    if length is None:
-        length = choose_length(store, backbone, [task], seeds=seeds)
     df = store.index(backbone=backbone.name, task=task.name)
     if seeds is not None:
         df = df[df["seed"].isin(list(seeds))]
+    if length is None:
+        length = _pick_length(df, backbone, [task.name])
     if length is not None:
         df = df[df["length"] == length]
     out: dict[int, SoftPrompt] = {}

@@ -182,13 +182,12 @@ def resolve_vectors(store: PromptStore, backbone: "Backbone", refs: Sequence[str
     tasks = [get_task(str(ref).partition(":")[0], root or str(store.root)) for ref in refs]
     length = choose_length(store, backbone, tasks, length)
     out = []
-    for ref in refs:
-        name, _, seed = str(ref).partition(":")
+    for ref, task in zip(refs, tasks):
+        seed = str(ref).partition(":")[2]
         try:
             seed_i = int(seed) if seed else int(default_seed)
         except ValueError:
             raise ValueError(f"bad vector {ref!r}: the origin seed after ':' must be an integer") from None
-        task = get_task(name, root or str(store.root))
         found = stored_prompts(store, backbone, task, [seed_i], length)
         if seed_i not in found:
             raise FileNotFoundError(f"no stored {task.name} prompt from origin seed {seed_i}"
