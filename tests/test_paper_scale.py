@@ -218,6 +218,20 @@ def test_paper_schedule_warms_up_500_steps_then_decays_linearly():
     assert f(500) == 1.0 and f(750) == pytest.approx(0.5) and f(999) == pytest.approx(0.002) and f(1000) == 0.0
 
 
+def test_warmup_ratio_replaces_the_papers_fixed_warmup(capsys):
+    cfg, _ = train_config(PAPER, {"steps": 630, "warmup_ratio": 0.1})
+    cfg = cfg.resolved("encoder")
+    assert cfg.warmup_steps is None and warmup_steps(cfg) == 63
+    f = lr_schedule(cfg)
+    assert f(62) == pytest.approx(63 / 64) and f(63) == 1.0 and f(630) == 0.0
+    both, _ = train_config(PAPER, {"steps": 630, "warmup_ratio": 0.1, "warmup_steps": 7})
+    assert warmup_steps(both.resolved("encoder")) == 7  # explicit steps still win over a ratio
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        train_config(PAPER, {"steps": 10, "warmup_ratio": 1.5})[0].resolved("encoder")
+    out = _dry_run(capsys, "--warmup-ratio", "0.1")
+    assert out["fields"]["warmup_steps"] == out["steps"] // 10 and not any("warmup" in n for n in out["notes"])
+
+
 def test_short_paper_run_records_its_schedule_and_recipe(minilm):
     from tpv_core.prompts import make_origin
 

@@ -75,7 +75,8 @@ def get_recipe(name: str | Recipe) -> Recipe:
 def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The recipe's fields with explicit values put over them; and the names of the fields overridden.
     A value of ``None`` in ``overrides`` means "not given"; ``eval_limit="all"`` means the whole split.
-    An explicit ``steps`` replaces an epoch budget (and an explicit ``epochs`` a step count)."""
+    An explicit ``steps`` replaces an epoch budget (and an explicit ``epochs`` a step count); likewise an explicit
+    ``warmup_ratio`` replaces a fixed number of warmup steps (and ``warmup_steps`` a ratio)."""
     fields = recipe.fields()
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = set(given) - set(RECIPE_FIELDS)
@@ -87,6 +88,8 @@ def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any] | None = None) 
         fields["epochs"] = None
     if "epochs" in given and "steps" not in given:
         fields["steps"] = None
+    if "warmup_ratio" in given and "warmup_steps" not in given:
+        fields["warmup_steps"] = None
     fields.update(given)
     return fields, sorted(given)
 

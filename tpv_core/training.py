@@ -107,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {c.optimizer!r}; adamw or adafactor")
         if c.patience is not None and c.patience < 1:
             raise ValueError(f"patience must be >= 1 validations (or None for the whole budget), got {c.patience}")
+        if not 0 <= c.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {c.warmup_ratio}")
         if c.steps < 0 or c.batch_size < 1 or c.lr <= 0 or warmup_steps(c) < 0:
             raise ValueError(f"bad training budget: steps={c.steps} batch_size={c.batch_size} lr={c.lr} ({c})")
         return c

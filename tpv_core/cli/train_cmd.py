@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=finite_float, default=None)
     p.add_argument("--warmup-steps", type=non_negative_int, default=None, help="linear warmup steps (default: the recipe's)")
+    p.add_argument("--warmup-ratio", type=finite_float, default=None,
+                   help="linear warmup as a share of the steps, e.g. 0.1 = the first of 10 epochs (replaces the "
+                        "recipe's fixed warmup steps)")
     p.add_argument("--weight-decay", type=finite_float, default=None)
     p.add_argument("--max-length", type=positive_int, default=None, help="input tokens kept per example")
     p.add_argument("--optimizer", default=None, choices=["adamw", "adafactor"])
@@ -76,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def recipe_overrides(args: argparse.Namespace) -> dict:
     """The recipe fields given explicitly on the command line (None = not given)."""
     return {"length": args.length, "lr": args.lr, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
-            "warmup_steps": args.warmup_steps, "batch_size": args.batch_size, "max_length": args.max_length,
+            "warmup_steps": args.warmup_steps,
+            "warmup_ratio": args.warmup_ratio, "batch_size": args.batch_size, "max_length": args.max_length,
             "epochs": args.epochs, "steps": args.steps, "eval_limit": args.eval_limit, "eval_every": args.eval_every,
             "patience": args.patience}
 
