@@ -258,3 +258,18 @@ def test_a_store_with_two_prompt_lengths_is_read_one_length_at_a_time(minilm, ti
         capsys.readouterr().err
     assert main([*common, "--length", "9"]) == 2
     assert "with L = 9" in capsys.readouterr().err
+
+    sim = ["similarity", str(store.root), "--definition", "token-mean", "--format", "csv"]
+    assert main([*sim, "--out", str(tmp_path / "sim4")]) == 0
+    assert "note: the prompts of minilm-l6 come in lengths L = 4, 6; reading the L = 4 ones" in capsys.readouterr().err
+    pairs = pd.read_csv(tmp_path / "sim4" / "similarity_pairs.csv")
+    assert len(pairs) == 6 and pairs["origin_a"].str.endswith("-L4").all() and pairs["origin_b"].str.endswith("-L4").all()
+    assert main([*sim, "--length", "6", "--out", str(tmp_path / "sim6")]) == 0
+    assert pd.read_csv(tmp_path / "sim6" / "similarity_pairs.csv")["origin_a"].str.endswith("-L6").all()
+    assert main([*sim, "--length", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "no prompts of length L = 9" in err and "stored: L = 4, 6" in err
+    assert main(["project", str(store.root), "--method", "pca", "--format", "csv", "--out", str(tmp_path / "proj")]) == 0
+    assert "reading the L = 4 ones" in capsys.readouterr().err
+    origins = pd.read_csv(tmp_path / "proj" / "projection.csv")["origin"]
+    assert len(origins) >= 2 and origins.str.endswith("-L4").all()  # (the L = 6 ones are 1-step zero vectors)

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_arg(s, positional=True)
     s.add_argument("--backbone", nargs="+", default=None, help="only these backbones (default: all)")
     s.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: all)")
+    s.add_argument("--length", type=positive_int, default=None,
+                   help="only prompts of L soft tokens (default: the one length stored; where a backbone has "
+                        "several, its family's default L, with a note)")
     s.add_argument("--definition", default="flat", choices=["flat", "token-mean", "both"],
                    help="flat: cosine of the flattened L x d tensors; token-mean: cosine of the mean over the "
                         "L rows (default: flat)")
@@ -48,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="umap", choices=["umap", "pca"])
     p.add_argument("--backbone", nargs="+", default=None)
     p.add_argument("--tasks", nargs="+", default=None)
+    p.add_argument("--length", type=positive_int, default=None,
+                   help="only prompts of L soft tokens (default as for `tpv similarity`)")
     p.add_argument("--of", dest="of", default="vectors", choices=["vectors", "prompts"])
     p.add_argument("--n-neighbors", type=positive_int, default=15)
     p.add_argument("--seed", type=int, default=0, help="UMAP random_state")
@@ -93,6 +98,7 @@ def _load(args: argparse.Namespace):
                              + (f" on {', '.join(args.backbone)}" if args.backbone else "")
                              + f"; stored: {', '.join(sorted(df['task'].unique()))}")
         df = df[df["task"].isin(args.tasks)]
+    df = _one_length(df, args.length, root)
     prompts = []
     for path in df["path"]:
         try:
@@ -103,6 +109,29 @@ def _load(args: argparse.Namespace):
         print(f"no prompts in {root} matching the filters", file=sys.stderr)
         return None
     return prompts
+
+
+def _one_length(df: pd.DataFrame, length: int | None, root: Path) -> pd.DataFrame:
+    """The index rows of one prompt length per backbone (an origin is a seed and a length: the demo prompts and
+    paper-recipe ones of a task are different origins): ``length`` when given, else `pick_length`'s choice."""
+    from tpv_core.backbones.registry import describe_backbone
+    from tpv_core.experiments.common import pick_length
+    from tpv_core.training import FAMILY_DEFAULTS
+
+    if length is not None:
+        if not (df["length"] == length).any():
+            raise ValueError(f"no prompts of length L = {length} in {root} matching the filters; stored: "
+                             f"L = {', '.join(map(str, sorted(set(df['length']))))}")
+        return df[df["length"] == length]
+    keep = []
+    for backbone, rows in df.groupby("backbone", sort=False):
+        try:
+            family = describe_backbone(backbone).get("family")
+        except Exception:  # a stored backbone name this machine cannot resolve: no family default
+            family = None
+        default = FAMILY_DEFAULTS[family]["length"] if family in FAMILY_DEFAULTS else None
+        keep.append(rows[rows["length"] == pick_length(rows["length"], default, f"the prompts of {backbone}")])
+    return pd.concat(keep) if keep else df
 
 
 def _print_matrix(mat: pd.DataFrame) -> None:

@@ -112,15 +112,22 @@ def choose_length(store: PromptStore, backbone: "Backbone", specs: Sequence["Tas
 
 def _pick_length(df: pd.DataFrame, backbone: "Backbone", names: Sequence[str]) -> int | None:
     """`choose_length`'s rule on index rows ``df`` of the tasks ``names``."""
-    lengths = sorted({int(x) for x in df["length"]})
-    if len(lengths) <= 1:
-        return next(iter(lengths), None)
     from tpv_core.training import default_length
 
-    pick = default_length(backbone) if default_length(backbone) in lengths else lengths[0]
-    warnings.warn(f"the stored prompts of {', '.join(names)} on {backbone.name} come in lengths "
-                  f"L = {', '.join(map(str, lengths))}; reading the L = {pick} ones (--length chooses)",
-                  stacklevel=3)
+    return pick_length(df["length"], default_length(backbone),
+                       f"the stored prompts of {', '.join(names)} on {backbone.name}", stacklevel=4)
+
+
+def pick_length(lengths: Iterable, default: int | None, what: str, *, stacklevel: int = 2) -> int | None:
+    """One prompt length out of ``lengths`` (index rows' ``length``): the only one; or, where there are several,
+    ``default`` (the family's L) when present, else the shortest, with a warning that names them and
+    ``--length``. None when ``lengths`` is empty."""
+    found = sorted({int(x) for x in lengths})
+    if len(found) <= 1:
+        return next(iter(found), None)
+    pick = default if default in found else found[0]
+    warnings.warn(f"{what} come in lengths L = {', '.join(map(str, found))}; reading the L = {pick} ones "
+                  "(--length chooses)", stacklevel=stacklevel)
     return pick
 
 
