@@ -154,27 +154,31 @@ def length_imdb(root: Path) -> str:
 def zoo_listing(root: Path) -> pd.DataFrame:
     """The zoo's prompts as `tpv store list --norms --json` listed them, by backbone and task name."""
     df = read_results(root, "norms/zoo_norms.json", key="prompts")
-    return df.assign(label=df.task.map(name)).sort_values(["backbone", "label"])
+    return df.assign(label=df.task.map(name)).sort_values(["backbone", "length", "label"])
 
 
 @table("norms")
 def norms(root: Path) -> str:
-    """||P0||, ||tau|| and their ratio per task, mean over the stored origins (tpv store list --norms)."""
+    """||P0||, ||tau|| and their ratio per task and prompt length, mean over the stored origins (tpv store list
+    --norms)."""
     df = zoo_listing(root)
     rows = []
-    for (backbone, task), part in df.groupby(["backbone", "task"], sort=False):
-        rows.append([backbone, name(task), len(part), num(part.p0_norm.mean(), 1, 2), num(part.tau_norm.mean(), 1, 2),
-                     pm(part.tau_over_p0.mean(), part.tau_over_p0.std(), 1, 2)])
-    return md_table(["backbone", "task", "origins", "norm of P0", "norm of tau", "norm of tau / norm of P0"], rows)
+    for (backbone, length, task), part in df.groupby(["backbone", "length", "task"], sort=False):
+        rows.append([backbone, name(task), int(length), len(part), num(part.p0_norm.mean(), 1, 2),
+                     num(part.tau_norm.mean(), 1, 2), pm(part.tau_over_p0.mean(), part.tau_over_p0.std(), 1, 2)])
+    return md_table(["backbone", "task", "L", "origins", "norm of P0", "norm of tau", "norm of tau / norm of P0"], rows)
 
 
 @table("zoo-wall-time")
 def zoo_wall_time(root: Path) -> str:
-    """Minutes each stored prompt took to train (``wall_time_s`` of its metadata), per backbone and task."""
+    """Minutes each stored prompt took to train (``wall_time_s`` of its metadata), per backbone, prompt length
+    (L = 100: the paper's recipe, section 9) and task."""
     df = zoo_listing(root)
     df = df.assign(minutes=df.wall_time_s / 60)
-    rows = [[backbone, name(task), len(part), f"{part.minutes.min():.1f}-{part.minutes.max():.1f}",
-             f"{part.minutes.sum():.1f}"] for (backbone, task), part in df.groupby(["backbone", "task"], sort=False)]
-    rows += [[backbone, "all", len(part), f"{part.minutes.min():.1f}-{part.minutes.max():.1f}", f"{part.minutes.sum():.1f}"]
-             for backbone, part in df.groupby("backbone")]
-    return md_table(["backbone", "task", "prompts", "minutes per prompt", "minutes in all"], rows)
+    span = lambda part: [len(part), f"{part.minutes.min():.1f}-{part.minutes.max():.1f}",  # noqa: E731
+                         f"{part.minutes.sum():.1f}"]
+    keys = ["backbone", "length"]
+    rows = [[backbone, int(length), name(task), *span(part)]
+            for (backbone, length, task), part in df.groupby([*keys, "task"], sort=False)]
+    rows += [[backbone, int(length), "all", *span(part)] for (backbone, length), part in df.groupby(keys)]
+    return md_table(["backbone", "L", "task", "prompts", "minutes per prompt", "minutes in all"], rows)

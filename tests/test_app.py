@@ -191,6 +191,35 @@ def test_similarity_heatmap_and_exports(app_store, downloads):
     assert not errors(at) and at.get("plotly_chart")
 
 
+def test_a_store_with_two_prompt_lengths_offers_one_length_at_a_time(app_store, tmp_path, minilm):
+    """The paper-recipe prompts beside the demo ones (same seeds, another L): the similarity page reads the
+    most common length unless the user picks others, so a task's diagonal never mixes the two recipes."""
+    import shutil
+
+    from tpv_core.prompts import make_origin
+    from tpv_core.store import PromptStore
+    from tpv_core.tasks import get_task
+    from tpv_core.training import TrainConfig, tune_prompt
+
+    store = PromptStore(shutil.copytree(app_store.root, tmp_path / "store"))
+    store.save(tune_prompt(minilm, get_task(TASKS[0]), make_origin(minilm, seed=0, length=6),
+                           TrainConfig(steps=2, batch_size=4, eval_every=None)).prompt)
+    at = open_page(store.root, "similarity")
+    assert not errors(at)
+    lengths = next(m for m in at.multiselect if m.label == "Prompt lengths (L)")
+    origins = next(m for m in at.multiselect if m.label == "Origins")
+    assert lengths.value == [4] and lengths.options == ["4", "6"]
+    assert origins.value and all(o.endswith("-L4") for o in origins.value)
+    assert at.get("plotly_chart")
+    lengths.set_value([6]).run()
+    origins = next(m for m in at.multiselect if m.label == "Origins")
+    assert origins.value == ["vocab5000-s0-L6"]
+    assert not errors(at) and any("at least two prompts" in i.value for i in at.info)
+    next(m for m in at.multiselect if m.label == "Prompt lengths (L)").set_value([4, 6]).run()
+    origins = next(m for m in at.multiselect if m.label == "Origins")
+    assert len(origins.value) == 3 and not errors(at)
+
+
 def test_projection_renders(app_store):
     at = open_page(app_store.root, "projection")
     assert not errors(at)

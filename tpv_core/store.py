@@ -326,6 +326,9 @@ class PromptStore:
                 "length": meta["length"],
                 "dim": meta["dim"],
                 "steps": meta.get("steps"),
+                "best_step": meta.get("best_step"),
+                "stopped_early": meta.get("stopped_early"),
+                "recipe": (meta.get("recipe") or {}).get("name"),
                 "wall_time_s": meta.get("wall_time_s"),
                 "created": meta.get("created"),
                 "source": meta.get("source") or "trained",
@@ -335,8 +338,8 @@ class PromptStore:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     row[f"metric_{name}"] = value
             rows.append(row)
-        columns = ["backbone", "task", "origin", "origin_kind", "seed", "length", "dim", "steps",
-                   "wall_time_s", "created", "source", "path"]
+        columns = ["backbone", "task", "origin", "origin_kind", "seed", "length", "dim", "steps", "best_step",
+                   "stopped_early", "recipe", "wall_time_s", "created", "source", "path"]
         df = pd.DataFrame(rows)
         if df.empty:
             return pd.DataFrame(columns=columns)

@@ -62,7 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if df.empty:
         print(f"no prompts in {args.root}" + (" matching the filters" if (args.backbone or args.task or args.origin) else ""))
     else:
-        cols = ["backbone", "task", "origin", "steps"] + [c for c in df.columns if c.startswith("metric_")] + \
+        cols = ["backbone", "task", "origin", "recipe", "steps"] + [c for c in df.columns if c.startswith("metric_")] + \
             [c for c in ("p0_norm", "tau_norm", "tau_over_p0") if c in df.columns]
         print_table(df[cols])
         print(f"{len(df)} prompt(s) in {args.root}")
