@@ -64,7 +64,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         cols = ["backbone", "task", "origin", "recipe", "steps"] + [c for c in df.columns if c.startswith("metric_")] + \
             [c for c in ("p0_norm", "tau_norm", "tau_over_p0") if c in df.columns]
-        print_table(df[cols])
+        shown = df[cols].astype(object)
+        print_table(shown.where(shown.notna(), "-"))  # "-": not recorded (a prompt from before the field)
         print(f"{len(df)} prompt(s) in {args.root}")
     for err in errors:
         print(f"skipped: {err}")
