@@ -118,6 +118,29 @@ def test_cli_resume_on_a_finished_prompt_is_a_no_op(tmp_path, minilm, monkeypatc
     assert load_prompt(path).metadata["steps"] == 6
 
 
+def test_cli_resume_leaves_a_prompt_that_stopped_early(tmp_path, minilm, monkeypatch, capsys):
+    """A prompt that stopped under --patience is finished: --resume must not continue it to the step cap
+    (that would be another recipe) and must not touch the file."""
+    from tpv_core.cli import main
+    from tpv_core.cli import train_cmd
+
+    monkeypatch.setattr(train_cmd, "load_backbone_for_cli", lambda args: minilm)
+    store = tmp_path / "zoo"
+    # lr 1e-12 leaves the prompt where it starts: no validation beats step 0's, so patience 1 stops at step 2
+    argv = ["train", "--backbone", "minilm-l6", "--task", TASK, "--length", "4", "--steps", "20", "--eval-limit", "8",
+            "--batch-size", "4", "--eval-every", "2", "--lr", "1e-12", "--patience", "1", "--store", str(store)]
+    assert main(argv) == 0
+    path = store / "minilm-l6" / TASK / "vocab5000-s0-L4.safetensors"
+    from tpv_core.store import load_prompt
+
+    assert load_prompt(path).metadata["stopped_early"] and load_prompt(path).metadata["steps"] == 2
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 0
+    assert "stopped early at step 2" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
 def test_a_cancelled_app_job_continues_from_its_checkpoint(minilm, tmp_path, monkeypatch):
     import time
 

@@ -1,5 +1,6 @@
 import socket
 
+import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -53,7 +54,8 @@ def test_cancel_and_resume(minilm):
                       cancel=lambda: len(seen) >= 3)
     assert res.cancelled and res.prompt.metadata["steps"] == 3 and seen == [1, 2, 3]
     more = tune_prompt(minilm, task, origin, small_cfg(), resume=res.prompt)
-    assert more.prompt.metadata["steps"] == 8 and more.history["step"].min() == 4
+    assert more.prompt.metadata["steps"] == 8 and more.history.dropna(subset=["loss"])["step"].min() == 4
+    assert more.history.iloc[0]["step"] == 3 and pd.isna(more.history.iloc[0]["loss"])  # the start, validated
 
 
 def test_patience_stops_once_validation_stops_improving(minilm):
@@ -69,6 +71,20 @@ def test_patience_stops_once_validation_stops_improving(minilm):
     assert full.prompt.metadata["steps"] == 6 and not full.prompt.metadata["stopped_early"]
     with pytest.raises(ValueError, match="patience"):
         tune_prompt(minilm, task, origin, small_cfg(patience=0))
+
+
+def test_continuing_a_stored_prompt_starts_from_its_validation_score(minilm):
+    """A resumed prompt's first candidate is the stored prompt itself: a continuation that only gets worse
+    on validation returns the stored tensor (and its best step), never a worse one."""
+    task = get_task(TASK)
+    origin = make_origin(minilm, seed=1, length=4)
+    first = tune_prompt(minilm, task, origin, small_cfg(steps=4, eval_every=2))
+    on = first.prompt.metadata["best_step"]
+    # lr 1e-12: the continuation cannot change the prompt, so no later validation beats the starting one
+    more = tune_prompt(minilm, task, origin, small_cfg(steps=8, eval_every=2, lr=1e-12), resume=first.prompt)
+    assert more.history.dropna(subset=["val_accuracy"])["step"].tolist() == [4, 6, 8]
+    assert torch.equal(more.prompt.tensor, first.prompt.tensor) and more.prompt.metadata["best_step"] == on
+    assert more.prompt.metadata["steps"] == 8
 
 
 def test_stale_validations_continue_from_a_checkpoints_history():

@@ -314,9 +314,13 @@ def tune_prompt(
             scores.append(float(res.metrics.get(metric, res.main)))
         return sum(scores) / len(scores)
 
-    if validation and cfg.steps and start_step == 0 and restored is None:
+    if validation and cfg.steps and restored is None and (start_step == 0 or resume is not None):
+        # the starting prompt is the first candidate: the origin, or the stored prompt a resumed run continues
+        # (so continuing never returns a prompt that validates worse than the one it started from)
         best_score = validate()
-        history.append({"step": 0, "loss": None, "lr": 0.0, f"val_{metric}": best_score})
+        history.append({"step": start_step, "loss": None, "lr": 0.0, f"val_{metric}": best_score})
+        if resume is not None:
+            best_step = int(resume.metadata.get("best_step", start_step))  # the stored tensor is that step's
 
     t_loop = time.perf_counter()
     pending: list[tuple[dict[str, Any], torch.Tensor, float | None]] = []  # records whose loss is still on the device

@@ -5,8 +5,9 @@ carries the plan out and reports structured :class:`TrainEvent` s that each fron
 way (a tqdm bar in the CLI, a job status in the app).
 
 The retrain rule (one for every front-end): an item the store does not hold is trained; a stored item
-is skipped, unless ``force`` (retrain), ``resume`` (continue it up to the budget; a prompt that already
-has the budget's steps is skipped, saying so), or it was tuned under another readout than the backbone
+is skipped, unless ``force`` (retrain), ``resume`` (continue it up to the budget, starting from its
+validation score; a prompt that already has the budget's steps, or stopped early under ``patience``, is
+finished and skipped, saying so), or it was tuned under another readout than the backbone
 now uses for the task (then it is retrained, with a note saying so).
 
 Checkpoints (:mod:`tpv_core.checkpoint`): with ``checkpoint_every`` each item saves its loop state every N
@@ -126,7 +127,10 @@ def plan_training(backbone: "Backbone", store: PromptStore, tasks: Sequence[Task
                 continue
             stored = store.load(backbone.name, task.name, origin.id)
             have_steps = int(stored.metadata.get("steps") or 0)
-            if resume and steps is not None and have_steps >= steps:
+            if resume and stored.metadata.get("stopped_early"):
+                plan.append(PlanItem(task, int(seed), origin, SKIP, f"the stored prompt is finished (it stopped early "
+                                     f"at step {have_steps}: validation stopped improving); --resume leaves it as it is"))
+            elif resume and steps is not None and have_steps >= steps:
                 plan.append(PlanItem(task, int(seed), origin, SKIP, f"the stored prompt is finished ({have_steps} of "
                                      f"{steps} steps); --resume leaves it as it is"))
             elif resume:
