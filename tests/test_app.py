@@ -218,6 +218,9 @@ def test_a_store_with_two_prompt_lengths_offers_one_length_at_a_time(app_store, 
     next(m for m in at.multiselect if m.label == "Prompt lengths (L)").set_value([4, 6]).run()
     origins = next(m for m in at.multiselect if m.label == "Origins")
     assert len(origins.value) == 3 and not errors(at)
+    combine = open_page(store.root, "combine")  # the origins of the common length are offered first
+    origin = next(s for s in combine.selectbox if s.label == "Origin P0")
+    assert origin.value == "vocab5000-s0-L4" and origin.options[-1] == "vocab5000-s0-L6" and not errors(combine)
 
 
 def test_projection_renders(app_store):
