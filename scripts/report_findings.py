@@ -30,14 +30,19 @@ def cross_origin_minilm(root: Path) -> str:
     rows = []
     for task in tasks:
         mine = runs[runs.task == task]
-        by = {k: mine[mine.kind == k].score for k in ("untuned", "original", "mixed")}
         metric = one(mine.metric, f"{task}: metric")
         paper = PAPER["cross_origin"].get(task)
         rows.append([name(task) + (" (Pearson)" if metric == "pearson" else ""), one(mine.n, f"{task}: rows"),
-                     "%s / %s" % paper if paper else "-", *(pm(v.mean(), v.std()) for v in by.values()),
-                     num(by["mixed"].mean() - by["original"].mean()), num(by["mixed"].min())])
+                     "%s / %s" % paper if paper else "-", *cross_origin_cells(mine)])
     return md_table(["task", "n", "paper T5-base original / mixed", "ours untuned", "ours original", "ours mixed",
                      "mixed - original", "worst mixed pair"], rows)
+
+
+def cross_origin_cells(mine: pd.DataFrame) -> list[str]:
+    """One task's runs as cells: untuned, original and mixed (mean +- std), mixed - original, worst mixed pair."""
+    by = {k: mine[mine.kind == k].score for k in ("untuned", "original", "mixed")}
+    return [*(pm(v.mean(), v.std()) for v in by.values()), num(by["mixed"].mean() - by["original"].mean()),
+            num(by["mixed"].min())]
 
 
 # ------------------------------------------------------------------------------------ addition
