@@ -317,32 +317,20 @@ class PromptStore:
             if origin is not None and origin not in (o.get("id"), str(o.get("seed"))):
                 continue
             metrics = meta.get("metrics") or {}
-            row = {
-                "backbone": meta["backbone"],
-                "task": meta["task"],
-                "origin": o.get("id") or origin_id_of(o),
-                "origin_kind": o.get("kind"),
-                "seed": o.get("seed"),
-                "length": meta["length"],
-                "dim": meta["dim"],
-                "steps": meta.get("steps"),
-                "best_step": meta.get("best_step"),
-                "stopped_early": meta.get("stopped_early"),
-                "recipe": (meta.get("recipe") or {}).get("name"),
-                "wall_time_s": meta.get("wall_time_s"),
-                "created": meta.get("created"),
-                "source": meta.get("source") or "trained",
-                "path": str(path),
-            }
+            row = {"backbone": meta["backbone"], "task": meta["task"], "origin": o.get("id") or origin_id_of(o),
+                   "origin_kind": o.get("kind"), "seed": o.get("seed"), "length": meta["length"], "dim": meta["dim"],
+                   **{k: meta.get(k) for k in ("steps", "best_step", "stopped_early", "wall_time_s", "created")},
+                   "recipe": (meta.get("recipe") or {}).get("name"), "source": meta.get("source") or "trained",
+                   "path": str(path)}
             for name, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     row[f"metric_{name}"] = value
             rows.append(row)
-        columns = ["backbone", "task", "origin", "origin_kind", "seed", "length", "dim", "steps", "best_step",
-                   "stopped_early", "recipe", "wall_time_s", "created", "source", "path"]
         df = pd.DataFrame(rows)
         if df.empty:
-            return pd.DataFrame(columns=columns)
+            return pd.DataFrame(columns=["backbone", "task", "origin", "origin_kind", "seed", "length", "dim", "steps",
+                                         "best_step", "stopped_early", "wall_time_s", "created", "recipe", "source",
+                                         "path"])
         return df.sort_values(["backbone", "task", "seed", "origin"], kind="stable").reset_index(drop=True)
 
     def load_all(self, backbone: str | None = None, task: str | None = None, origin: str | None = None) -> list[SoftPrompt]:
