@@ -22,6 +22,7 @@ from report_lib import (  # noqa: E402  (the scripts folder is not a package)
     write,
 )
 import report_findings  # noqa: E402,F401  (registers the tables of sections 1-3 and the readout and length checks)
+import report_recipe  # noqa: E402,F401  (registers the tables of section 9, the recipe comparison)
 
 __all__ = ["PAPER", "TABLES", "check", "main", "md_table", "name", "num", "one", "pm",
            "read_csv", "read_results", "table", "write"]
