@@ -210,19 +210,27 @@ def store_or_stop() -> tuple[str, pd.DataFrame]:
     return root, df
 
 
+def common_length(df: pd.DataFrame) -> int:
+    """The most common prompt length of index rows (the smallest on a tie): a zoo's demo prompts before a few
+    paper-recipe ones."""
+    return int(df["length"].mode().iloc[0])
+
+
 def selection_filters(df: pd.DataFrame, prefix: str, backbone_label: str = "Backbones") -> tuple[list, list, list]:
     """Backbone, task and origin pickers over the store index (all chosen by default; stored combinations
     (``source == "combination"``) offered but not preselected), remembered per store root under ``{prefix}_bbs`` etc.
     Where the store holds prompts of several lengths (the demo prompts beside paper-recipe ones), a length picker
     comes first (the most common length by default) and the origins offered are those of the lengths chosen."""
     lengths = sorted(int(x) for x in df["length"].unique())
+    per_length = ""  # the origins picker remembers its choice per set of lengths
     if len(lengths) > 1:
-        common = int(df["length"].mode().iloc[0])
         chosen_lengths = st.multiselect(
-            "Prompt lengths (L)", lengths, key=keep(root_key(f"{prefix}_lengths"), [common], options=lengths),
+            "Prompt lengths (L)", lengths,
+            key=keep(root_key(f"{prefix}_lengths"), [common_length(df)], options=lengths),
             help="an origin is a seed and a length: prompts of different lengths come from different origins and "
                  "compare only by the token-mean cosine")
         df = df[df["length"].isin(chosen_lengths)]
+        per_length = "_L" + "-".join(map(str, sorted(chosen_lengths)))
     c1, c2, c3 = st.columns(3)
     backbones = sorted(df["backbone"].unique())
     bbs = c1.multiselect(backbone_label, backbones, key=keep(root_key(f"{prefix}_bbs"), backbones, options=backbones))
@@ -230,7 +238,6 @@ def selection_filters(df: pd.DataFrame, prefix: str, backbone_label: str = "Back
     real_tasks = sorted(df.loc[df["source"] != "combination", "task"].unique())
     tasks = c2.multiselect("Tasks", all_tasks, key=keep(root_key(f"{prefix}_tasks"), real_tasks, options=all_tasks))
     origins = sorted(df["origin"].unique())
-    per_length = "" if len(lengths) <= 1 else "_L" + "-".join(map(str, sorted({int(x) for x in df["length"]})))
     chosen = c3.multiselect("Origins", origins, key=keep(root_key(f"{prefix}_origins{per_length}"), origins,
                                                          options=origins))
     return bbs, tasks, chosen

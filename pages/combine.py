@@ -24,7 +24,7 @@ bb_name = ui.selected_backbone(df, key="cmb_bb", container=c1)
 dfb = df[df["backbone"] == bb_name]
 # the origins of the most common prompt length first (a zoo's demo prompts before a few paper-recipe ones), by seed
 first = dfb.drop_duplicates("origin").set_index("origin")
-common = int(first["length"].mode().iloc[0])
+common = ui.common_length(first)
 origins = sorted(first.index, key=lambda o: (int(first.at[o, "length"]) != common, int(first.at[o, "length"]),
                                              first.at[o, "seed"], o))
 origin_id = c2.selectbox("Origin P0", origins, key=keep(ui.root_key(f"cmb_origin_{bb_name}"), origins[0], options=origins),

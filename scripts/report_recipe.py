@@ -39,7 +39,7 @@ def recipe_prompts(root: Path) -> str:
     for task in retrained(root):
         for length in LENGTHS:
             part = df[(df.task == task) & (df.length == length)]
-            early = part.stopped_early.map(lambda x: x is True or x == 1 or str(x) == "True")
+            early = part.stopped_early.eq(True)  # None: a prompt from before the field (no patience then)
             rows.append([name(task), RECIPES[length], len(part), f"{int(part.steps.min())}-{int(part.steps.max())}",
                          ", ".join(str(int(s)) for s in part.best_step) if part.best_step.notna().all() else "-",
                          f"{int(early.sum())} of {len(part)}", f"{(part.wall_time_s / 60).mean():.1f}",
@@ -121,16 +121,15 @@ def recipe_fewshot(root: Path) -> str:
 def recipe_fewshot_tests(root: Path) -> str:
     """TPV minus random and minus the better SPoT source per (target, k), at both recipes (section 3's tests)."""
     t = {20: read_csv(root, f"{FEWSHOT}/fewshot_tests.csv"), 100: read_csv(root, f"{RECIPE_FEWSHOT}/fewshot_tests.csv")}
+    def cells(x) -> list[str]:
+        return ["-", "-"] if x is None else [
+            f"{ci(x.mean_diff, x.ci_low, x.ci_high)} ({x.a_wins} / {x.b_wins} / {x.ties})", p_value(x.p_wilcoxon)]
+
     rows = []
     for r in t[100].itertuples():
         old = t[20][(t[20].target == r.target) & (t[20].k == r.k) & (t[20].b == r.b)]
-        cells = []
-        for x in ([*old.itertuples()][:1] or [None]), [r]:
-            x = x[0]
-            cells += ["-", "-"] if x is None else [
-                f"{ci(x.mean_diff, x.ci_low, x.ci_high)} ({x.a_wins} / {x.b_wins} / {x.ties})", p_value(x.p_wilcoxon)]
         comparison = f"TPV - {r.b_init if r.b == 'best_spot' else r.b}"
-        rows.append([name(r.target), int(r.k), comparison, int(r.n), *cells])
+        rows.append([name(r.target), int(r.k), comparison, int(r.n), *cells(next(old.itertuples(), None)), *cells(r)])
     return md_table(["target", "k", "comparison", "pairs", "L = 20: difference [95 % CI] (wins / losses / ties)",
                      "L = 20: p, Wilcoxon", "L = 100: difference [95 % CI] (wins / losses / ties)",
                      "L = 100: p, Wilcoxon"], rows)

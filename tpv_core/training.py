@@ -320,7 +320,8 @@ def tune_prompt(
         best_score = validate()
         history.append({"step": start_step, "loss": None, "lr": 0.0, f"val_{metric}": best_score})
         if resume is not None:
-            best_step = int(resume.metadata.get("best_step", start_step))  # the stored tensor is that step's
+            kept = resume.metadata.get("best_step")  # the stored tensor is that step's
+            best_step = start_step if kept is None else int(kept)
 
     t_loop = time.perf_counter()
     pending: list[tuple[dict[str, Any], torch.Tensor, float | None]] = []  # records whose loss is still on the device

@@ -79,10 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def recipe_overrides(args: argparse.Namespace) -> dict:
     """The recipe fields given explicitly on the command line (None = not given)."""
     return {"length": args.length, "lr": args.lr, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
-            "warmup_steps": args.warmup_steps,
-            "warmup_ratio": args.warmup_ratio, "batch_size": args.batch_size, "max_length": args.max_length,
-            "epochs": args.epochs, "steps": args.steps, "eval_limit": args.eval_limit, "eval_every": args.eval_every,
-            "patience": args.patience}
+            "warmup_steps": args.warmup_steps, "warmup_ratio": args.warmup_ratio, "batch_size": args.batch_size,
+            "max_length": args.max_length, "epochs": args.epochs, "steps": args.steps, "eval_limit": args.eval_limit,
+            "eval_every": args.eval_every, "patience": args.patience}
 
 
 def cmd_dry_run(args: argparse.Namespace, tasks: list) -> int:
